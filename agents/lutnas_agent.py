@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""lutnas measurement agent: runs ON the device, with nothing but Python >= 3.8, numpy and the runtime.
+
+    python3 lutnas_agent.py MANIFEST.json      benchmark the manifest's entries
+    python3 lutnas_agent.py --check [RUNTIME]  print the fingerprint and what the runtime needs
+
+It prints JSON lines on stdout, flushed one by one, so a host that reads them over SSH (or from a subprocess) can
+journal each as it arrives:
+
+    {"type": "fingerprint", ...}                     first: the device as this process sees it
+    {"type": "progress", "round": r, "active": a}    now and then
+    {"type": "entry", "key": ..., "median_ms": ...}  one per finished entry, raw samples included
+    {"type": "error", "key": ..., "message": ...}    an entry that could not be measured
+    {"type": "done", ...}                            last
+
+Method (pyperf's worker, adapted to many small models): explicit runtime threads, pinned to cores where the OS
+allows, warm-up by count *and* time, then entries interleaved in rounds (one timed call per entry per round, in a
+fresh random order each round) so drift and cache state hit all entries alike; each entry stops once the bootstrap
+95 % CI half-width of its median is <= target (1 % by default) or its time budget is spent.
+
+Exit codes: 0 done, 2 bad manifest, 3 runtime package missing.
+"""
+import gc
+import glob
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+
+SCHEMA = 1  # version of the line protocol; the host refuses other versions
+
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - exercised on bare devices
+    sys.stdout.write(json.dumps({"type": "error", "code": "runtime_missing", "package": "numpy",
+                                 "message": "numpy is not installed"}) + "\n")
+    sys.exit(3)
+
+RUNTIME_PACKAGES = {
+    "onnxruntime": ["onnxruntime"],
+    "tflite": ["ai_edge_litert", "tflite_runtime", "tensorflow"],
+}
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+# --- fingerprint ---------------------------------------------------------------------------------------------------
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _cpu_model():
+    text = _read("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        for key in ("model name", "Hardware", "Model", "cpu model"):
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def temperatures():
+    """Thermal zones (°C) where sysfs exposes them, plus the Raspberry Pi's vcgencmd reading."""
+    temps = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        t = _read(zone + "/temp")
+        if t and t.lstrip("-").isdigit():
+            temps[_read(zone + "/type") or os.path.basename(zone)] = int(t) / 1000.0
+    try:
+        out = subprocess.run(["vcgencmd", "measure_temp"], capture_output=True, text=True, timeout=2).stdout
+        if "temp=" in out:
+            temps["vcgencmd"] = float(out.split("=")[1].split("'")[0])
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    return temps
+
+
+def frequencies():
+    freqs = {}
+    for cpu in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq")):
+        v = _read(cpu)
+        if v and v.isdigit():
+            freqs[cpu.split("/")[5]] = int(v) // 1000  # MHz
+    return freqs
+
+
+def accelerator():
+    if os.path.exists("/etc/nv_tegra_release"):
+        return "jetson: " + (_read("/etc/nv_tegra_release") or "").splitlines()[0]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+        if out:
+            return out
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
+
+
+def runtime_info(name):
+    """(module, version) of the first importable package for ``name``, or (None, None)."""
+    for pkg in RUNTIME_PACKAGES.get(name, [name]):
+        try:
+            mod = __import__(pkg)
+        except ImportError:
+            continue
+        return mod, "%s %s" % (pkg, getattr(mod, "__version__", "?"))
+    return None, None
+
+
+def fingerprint(runtime_name, pinned):
+    uname = platform.uname()
+    mod, version = runtime_info(runtime_name)
+    fp = {
+        "type": "fingerprint", "schema": SCHEMA, "hostname": socket.gethostname(),
+        "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "machine": uname.machine,
+        "os": "%s %s" % (uname.system, uname.release), "kernel": uname.version,
+        "python": platform.python_version(), "numpy": np.__version__, "runtime": version,
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "temperatures_c": temperatures(), "freq_mhz": frequencies(), "accelerator": accelerator(),
+        "pinned_cores": pinned,
+    }
+    if mod is not None and runtime_name == "onnxruntime":
+        fp["providers_available"] = mod.get_available_providers()
+    return fp
+
+
+# --- runtimes ------------------------------------------------------------------------------------------------------
+def _dtype(name):
+    return {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8}.get(name, np.float32)
+
+
+class OrtRunner(object):
+    """One ONNX Runtime session with explicit threads and providers; ``__call__`` runs one inference."""
+
+    def __init__(self, ort, path, shape, rt):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(rt.get("threads", 1))
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        level = rt.get("opt_level", "all")
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
+        if int(rt.get("threads", 1)) > 1:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        providers = rt.get("providers") or ["CPUExecutionProvider"]
+        self.sess = ort.InferenceSession(path, sess_options=so, providers=providers)
+        self.providers = self.sess.get_providers()
+        inp = self.sess.get_inputs()[0]
+        self.feed = {inp.name: np.random.RandomState(0).standard_normal(shape).astype(np.float32)}
+
+    def __call__(self):
+        self.sess.run(None, self.feed)
+
+
+class TfliteRunner(object):
+    """One TFLite interpreter (XNNPACK is the default CPU delegate for float models); times ``invoke``."""
+
+    def __init__(self, mod, path, shape, rt):
+        name = mod.__name__
+        if name == "ai_edge_litert":
+            from ai_edge_litert.interpreter import Interpreter
+        elif name == "tflite_runtime":
+            from tflite_runtime.interpreter import Interpreter
+        else:
+            Interpreter = mod.lite.Interpreter
+        self.interp = Interpreter(model_path=path, num_threads=int(rt.get("threads", 1)))
+        self.interp.allocate_tensors()
+        det = self.interp.get_input_details()[0]
+        x = np.random.RandomState(0).standard_normal(det["shape"]).astype(det["dtype"])
+        self.interp.set_tensor(det["index"], x)
+        self.providers = ["xnnpack"]
+
+    def __call__(self):
+        self.interp.invoke()
+
+
+def make_runner(rt, path, shape):
+    mod, _ = runtime_info(rt["name"])
+    if rt["name"] == "onnxruntime":
+        return OrtRunner(mod, path, shape, rt)
+    if rt["name"] == "tflite":
+        return TfliteRunner(mod, path, shape, rt)
+    raise ValueError("unknown runtime %r" % rt["name"])
+
+
+# --- statistics ----------------------------------------------------------------------------------------------------
+def bootstrap_ci(samples, n_boot=1000, seed=0):
+    """Half-width of the bootstrap 95 % percentile CI of the median."""
+    x = np.asarray(samples)
+    rng = np.random.RandomState(seed)
+    meds = np.median(x[rng.randint(0, len(x), size=(n_boot, len(x)))], axis=1)
+    lo, hi = np.percentile(meds, [2.5, 97.5])
+    return float(hi - lo) / 2.0
+
+
+def summarize(key, samples_s, method, converged):
+    x = np.asarray(samples_s) * 1e3
+    med, mean, std = float(np.median(x)), float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    ci = bootstrap_ci(x, method.get("bootstrap", 1000), method.get("seed", 0))
+    flags = []
+    if not converged:
+        flags.append("ci_not_reached")
+    if mean and std >= 0.10 * mean:
+        flags.append("unstable_std")  # pyperf: std >= 10 % of the mean
+    if x.max() >= 1.5 * mean or x.min() <= 0.5 * mean:
+        flags.append("outliers")  # pyperf: min or max 50 % away from the mean
+    return {
+        "type": "entry", "key": key, "median_ms": med, "mean_ms": mean, "std_ms": std,
+        "p10_ms": float(np.percentile(x, 10)), "p90_ms": float(np.percentile(x, 90)), "ci95_ms": ci,
+        "n": int(len(x)), "samples_ms": [round(float(v), 5) for v in x], "flags": flags,
+    }
+
+
+# --- measurement ---------------------------------------------------------------------------------------------------
+def pin_cores(threads, spec):
+    """Pin this process to ``threads`` cores (the last ones, away from core 0's interrupts) where the OS allows."""
+    if spec in (None, "none") or not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if spec == "auto":
+        cores = allowed[-threads:] if len(allowed) > threads else allowed
+    else:
+        cores = [int(c) for c in str(spec).split(",")]
+    try:
+        os.sched_setaffinity(0, set(cores))
+    except OSError:
+        return None
+    return cores
+
+
+def measure(manifest, base_dir):
+    rt, method = manifest["runtime"], manifest.get("method", {})
+    rng = np.random.RandomState(method.get("seed", 0))
+    runners, errors = {}, 0
+    for e in manifest["entries"]:
+        path = e["model"] if os.path.isabs(e["model"]) else os.path.join(base_dir, e["model"])
+        try:
+            runners[e["key"]] = make_runner(rt, path, tuple(e["shape"]))
+        except Exception as exc:  # one bad model must not stop the others
+            errors += 1
+            emit({"type": "error", "key": e["key"], "message": "%s: %s" % (type(exc).__name__, exc)})
+    keys = list(runners)
+    timer = time.perf_counter
+
+    gc.collect()
+    gc.disable()  # a collection inside a timed call would be charged to whichever entry ran
+    # Warm-up by count and by time: every entry runs warmup_n times, and rounds go on until warmup_s has passed.
+    t0, rounds = timer(), 0
+    while keys and (rounds < method.get("warmup_n", 5) or timer() - t0 < method.get("warmup_s", 1.0)):
+        for k in keys:
+            runners[k]()
+        rounds += 1
+
+    samples = dict((k, []) for k in keys)
+    spent = dict((k, 0.0) for k in keys)
+    next_check = dict((k, method.get("min_n", 20)) for k in keys)
+    active = list(keys)
+    target, budget, max_n = method.get("target_ci", 0.01), method.get("budget_s", 5.0), method.get("max_n", 5000)
+    last_progress, r, done = timer(), 0, 0
+    while active:
+        r += 1
+        for i in rng.permutation(len(active)):
+            k = active[i]
+            t = timer()
+            runners[k]()
+            dt = timer() - t
+            samples[k].append(dt)
+            spent[k] += dt
+        finished = []
+        for k in active:
+            n = len(samples[k])
+            out_of_budget = spent[k] >= budget or n >= max_n
+            if n >= next_check[k] or out_of_budget:
+                next_check[k] = int(n * 1.2) + 1
+                med = float(np.median(samples[k]))
+                ci = bootstrap_ci(samples[k], 300, r)  # a cheaper bootstrap to decide; the reported one is full
+                if ci <= target * med or out_of_budget:
+                    finished.append((k, ci <= target * med))
+        for k, converged in finished:
+            active.remove(k)
+            emit(summarize(k, samples[k], method, converged))
+            done += 1
+            del runners[k]  # free the session
+        if timer() - last_progress > 1.0:
+            last_progress = timer()
+            emit({"type": "progress", "round": r, "active": len(active), "done": done})
+    gc.enable()
+    return done, errors
+
+
+def main(argv):
+    if len(argv) >= 1 and argv[0] == "--check":
+        name = argv[1] if len(argv) > 1 else "onnxruntime"
+        emit(fingerprint(name, None))
+        mod, _ = runtime_info(name)
+        emit({"type": "check", "runtime": name, "ok": mod is not None,
+              "packages": RUNTIME_PACKAGES.get(name, [name]), "python_executable": sys.executable})
+        return 0
+    if len(argv) != 1:
+        sys.stderr.write("usage: lutnas_agent.py MANIFEST.json | --check [RUNTIME]\n")
+        return 2
+    try:
+        with open(argv[0]) as f:
+            manifest = json.load(f)
+        rt = manifest["runtime"]
+        name = rt["name"]
+    except (OSError, ValueError, KeyError) as exc:
+        emit({"type": "error", "code": "bad_manifest", "message": "%s: %s" % (argv[0], exc)})
+        return 2
+    mod, _ = runtime_info(name)
+    if mod is None:
+        emit({"type": "error", "code": "runtime_missing", "package": RUNTIME_PACKAGES.get(name, [name])[0],
+              "message": "no package for runtime %r is importable by %s" % (name, sys.executable)})
+        return 3
+    pinned = pin_cores(int(rt.get("threads", 1)), manifest.get("method", {}).get("pin", "auto"))
+    emit(fingerprint(name, pinned))
+    t0 = time.time()
+    done, errors = measure(manifest, os.path.dirname(os.path.abspath(argv[0])))
+    emit({"type": "done", "entries": done, "errors": errors, "wall_s": round(time.time() - t0, 3),
+          "temperatures_c": temperatures(), "freq_mhz": frequencies()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

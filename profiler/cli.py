@@ -1,0 +1,117 @@
+"""Console scripts ``profile`` and ``validate``: the one place that turns errors into a line and an exit code."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from .errors import ExitStatus, LutnasError
+
+
+def raw_main(prog: str, parser: argparse.ArgumentParser, run: Callable, argv: Optional[List[str]]) -> int:
+    """Parse, run, and map every typed error to one line on stderr and its exit code (httpie's raw_main)."""
+    args = parser.parse_args(argv)
+    try:
+        return int(run(args) or 0)
+    except LutnasError as exc:
+        if getattr(args, "traceback", False):
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return int(exc.status)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; what was measured is in the journal, rerun to resume", file=sys.stderr)
+        return int(ExitStatus.INTERRUPTED)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", action="append", metavar="NAME",
+                   help="device to run on: 'local' (built in) or a name from the inventory; repeat for several")
+    p.add_argument("--devices", metavar="FILE", help="device inventory (TOML); default: $LUTNAS_DEVICES, "
+                   "./devices.toml, ~/.config/lutnas/devices.toml")
+    p.add_argument("--runtime", help="onnxruntime or tflite (default: the device preset's)")
+    p.add_argument("--threads", type=int, help="runtime intra-op threads (default: the preset's)")
+    p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+
+
+def profile_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="profile", description="Measure every unique block of the search space on a "
+                                "device and write a versioned latency table (LUT). The last line printed is its path.")
+    _common(p)
+    p.add_argument("--out", default="luts", metavar="DIR", help="LUT root directory (default: luts)")
+    p.add_argument("--resume", action="store_true", help="require a journal of this job to resume from (a journal "
+                   "is resumed automatically whenever one exists)")
+    p.add_argument("--target-ci", type=float, default=0.01, help="stop an entry when its median's 95%% CI "
+                   "half-width is at most this fraction (default 0.01)")
+    p.add_argument("--budget", type=float, default=4.0, metavar="S", help="seconds of timed calls per entry "
+                   "before giving up on the CI target (default 4)")
+    p.add_argument("--space", default="hardcore-mbv3", help="search space (default hardcore-mbv3)")
+    p.add_argument("--check", action="store_true", help="only connect and report the device's Python, numpy, "
+                   "runtime and accelerator")
+    p.add_argument("--trust-new-host", action="store_true", help="accept and record an unknown SSH host key")
+    return p
+
+
+def run_profile(args) -> int:
+    from .devices import resolve_device, with_overrides
+    from .runner import Method, profile
+    from .space import get_space
+
+    names = args.device or ["local"]
+    try:
+        space = get_space(args.space)
+    except ValueError as exc:
+        from .errors import BadInput
+
+        raise BadInput(str(exc)) from None
+    devices = [with_overrides(resolve_device(n, args.devices), batch=args.batch) for n in names]
+    method = Method(target_ci=args.target_ci, budget_s=args.budget)
+    if len(devices) > 1 or not devices[0].is_local:
+        from .fleet import profile_fleet  # SSH devices
+
+        return profile_fleet(devices, space, args, method)
+    dev = devices[0]
+    runtime = dev.runtime_settings(args.runtime, args.threads)
+    if args.check:
+        from .check import check_local
+
+        return check_local(dev, runtime)
+    path, timing = profile(dev, space, runtime, dev.preset.batch, method, Path(args.out), progress=not args.quiet,
+                           require_resume=args.resume)
+    print(f"profiled {dev.name}: export {timing['export_s']:.1f}s, measurement {timing['measure_s']:.1f}s, "
+          f"overhead {timing['overhead_s']:.1f}s, total {timing['total_s']:.1f}s", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def profile_main(argv: Optional[List[str]] = None) -> int:
+    return raw_main("profile", profile_parser(), run_profile, argv)
+
+
+def validate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="validate", description="Measure random whole networks end to end on a device "
+                                "and compare them with the LUT's prediction LAT = alpha^T Theta beta.")
+    _common(p)
+    p.add_argument("--lut", metavar="PATH", help="LUT to validate (default: the newest for the device)")
+    p.add_argument("--out", default="luts", metavar="DIR", help="LUT root, to find the newest LUT and store a "
+                   "calibrated version (default: luts)")
+    p.add_argument("--n", type=int, default=50, help="random networks to measure (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="REPORT", help="write the report as JSON")
+    p.add_argument("--plot", metavar="PNG", help="write a predicted-vs-measured scatter")
+    p.add_argument("--calibrate", action="store_true", help="fit measured = a*predicted + b on half the networks "
+                   "and, if it improves the other half, store it with the LUT as a new version")
+    p.add_argument("--budget", type=float, default=4.0, metavar="S", help="seconds of timed calls per network")
+    return p
+
+
+def validate_main(argv: Optional[List[str]] = None) -> int:
+    from .validate import run_validate
+
+    return raw_main("validate", validate_parser(), run_validate, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(profile_main())

@@ -1,0 +1,80 @@
+"""Devices and their presets. ``local`` is built in (this machine, no SSH); others come from an inventory file."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional
+
+from .errors import UnknownDevice, UnknownRuntime
+
+# Runtime name -> the package a device needs to run it (what the error message tells the user to install).
+RUNTIMES = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Runtime settings of a device class."""
+
+    runtime: str = "onnxruntime"
+    threads: int = 1  # intra-op threads, set explicitly in the runtime
+    batch: int = 1
+    providers: tuple = ("CPUExecutionProvider",)  # ONNX Runtime execution providers, in priority order
+    opt_level: str = "all"  # ONNX Runtime graph optimisation level: what a deployment uses
+    port: int = 22
+
+
+PRESETS: Dict[str, Preset] = {
+    "local": Preset(),
+    "xeon": Preset(),
+    "jetson": Preset(providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+                     batch=1),
+    "pi4": Preset(runtime="tflite", threads=4),
+    "phone": Preset(runtime="tflite", threads=4, port=8022),
+}
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    preset: Preset = field(default_factory=Preset)
+    host: Optional[str] = None  # None: this machine, the agent runs as a subprocess
+    port: int = 22
+    user: Optional[str] = None
+    key: Optional[str] = None
+    known_hosts: Optional[str] = None
+    python: str = "python3"
+    workdir: str = "~/.cache/lutnas-agent"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_local(self) -> bool:
+        return self.host is None
+
+    def runtime_settings(self, runtime: Optional[str] = None, threads: Optional[int] = None) -> dict:
+        rt = runtime or self.preset.runtime
+        if rt not in RUNTIMES:
+            raise UnknownRuntime(f"unknown runtime {rt!r}; known: {', '.join(sorted(RUNTIMES))}")
+        return {"name": rt, "threads": int(threads or self.preset.threads), "providers": list(self.preset.providers),
+                "opt_level": self.preset.opt_level}
+
+
+LOCAL = Device("local", PRESETS["local"])
+
+
+def resolve_device(name: str, inventory: Optional[str] = None) -> Device:
+    """The device called ``name``: ``local`` is built in; others come from the inventory (see inventory.py)."""
+    if name == "local":
+        return LOCAL
+    try:
+        from .inventory import load_inventory
+    except ImportError:  # the SSH inventory is optional until it exists
+        load_inventory = None
+    devices = load_inventory(inventory) if load_inventory else {}
+    if name not in devices:
+        known = ", ".join(["local (built in)"] + sorted(devices))
+        raise UnknownDevice(f"unknown device {name!r}; known: {known}; add it to a devices.toml inventory")
+    return devices[name]
+
+
+def with_overrides(device: Device, **kw) -> Device:
+    preset = replace(device.preset, **{k: v for k, v in kw.items() if v is not None})
+    return replace(device, preset=preset)

@@ -1,0 +1,78 @@
+"""Append-only journal of agent lines: every result is on disk the moment it arrives, so nothing measured is lost.
+
+One JSON object a line, flushed and fsynced after each. A run killed while writing can leave one truncated last line
+(no newline): that line never counted, so loading drops it and the entry is measured again. Any other unreadable
+line means the file was damaged: loading refuses it and says which line.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, List
+
+from .errors import CorruptJournal, NotWritable
+
+
+class Journal:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.lines: List[dict] = []
+        if self.path.exists():
+            self.lines = self._read()
+        self._f = None
+
+    def _read(self) -> List[dict]:
+        raw = self.path.read_bytes()
+        parts = raw.split(b"\n")
+        complete, tail = parts[:-1], parts[-1]  # tail is b"" when the file ends with a newline
+        out = []
+        for no, line in enumerate(complete, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict) or "type" not in obj:
+                    raise ValueError("not a journal record")
+            except ValueError as exc:
+                raise CorruptJournal(f"journal {self.path} line {no} is corrupt ({exc}); move the file away to "
+                                     "start this job over") from None
+            out.append(obj)
+        if tail.strip():
+            # truncated by a kill mid-write: rewrite the file without it so appends start on a clean line
+            with open(self.path, "r+b") as f:
+                f.truncate(len(raw) - len(tail))
+        return out
+
+    def append(self, obj: dict) -> None:
+        if self._f is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._f = open(self.path, "a")
+            except OSError as exc:
+                raise NotWritable(f"cannot write journal {self.path}: {exc.strerror}") from None
+        self._f.write(json.dumps(obj, sort_keys=True) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.lines.append(obj)
+
+    def entries(self) -> Dict[str, dict]:
+        """Finished entries by key (the first result of a key wins; a key is never measured twice)."""
+        out: Dict[str, dict] = {}
+        for obj in self.lines:
+            if obj["type"] == "entry" and obj["key"] not in out:
+                out[obj["key"]] = obj
+        return out
+
+    def fingerprint(self) -> dict:
+        fps = [o for o in self.lines if o["type"] == "fingerprint"]
+        return fps[-1] if fps else {}
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,212 @@
+"""Versioned latency look-up tables: one immutable JSON file per (device, space, runtime settings, date).
+
+Layout (pyperf's ``_bench.py`` style: metadata common to all entries at the root, ``sort_keys=True``)::
+
+    {"schema_version": 1, "space": {"name", "hash"}, "device": {"name", "fingerprint"},
+     "runtime": {"name", "version", "providers", "threads", "opt_level"}, "batch": 1,
+     "method": {...warm-up and stopping rule...}, "created": ISO-8601, "tool_version": "0.1.0",
+     "entries": {"<block string>": {"median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "ci95_ms", "n",
+                                    "samples_ms", "flags"}, "pair:<A>+<B>": {...}},
+     "boundaries": {"c24r56": {"delta_ms", "pairs"}},
+     "calibration": null | {"a", "b", "calibrates", "fit": {...}}}
+
+``boundaries`` holds the measured cost of cutting a network at a tensor of that shape (one runtime call's overhead
+plus the layout reorders at the model's input and output; see docs/latency-model.md): a block measured alone pays
+it, the same block inside a network does not. ``block_table()`` applies it, so the latency model sees blocks as they
+run in context.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, Mapping, Optional
+
+from . import __version__
+from .errors import BadLut, NotWritable, WouldOverwrite
+from .space import BlockSpec, Space, get_space
+
+# Schema history:
+# 1 - first version: entries with raw samples, boundary corrections from pair measurements, optional calibration.
+SCHEMA_VERSION = 1
+
+# Migrations from an old schema version to the next one (httpie's FIXERS_TO_VERSIONS): {old: fn(dict) -> dict}.
+MIGRATIONS: Dict[int, object] = {}
+
+STAT_KEYS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "ci95_ms", "n", "samples_ms", "flags")
+
+
+def boundary_key(b: BlockSpec) -> str:
+    """Tag of the tensor a block hands to the next one: channels and resolution."""
+    return f"c{b.o}r{b.out_res}"
+
+
+def atomic_write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
+    """Write JSON to ``path`` via a temporary file and a rename; refuse to replace an existing file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise NotWritable(f"cannot write to {path.parent}: {exc.strerror}; choose another --out") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, sort_keys=True, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            # link() fails if the target exists, so two writers can never clobber each other
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise WouldOverwrite(f"{path} exists; LUT files are never overwritten (a new run writes a new "
+                                     "version)") from None
+            finally:
+                os.unlink(tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+class Lut:
+    """A loaded LUT file. ``data`` is the JSON dict; ``path`` where it came from (None if new)."""
+
+    def __init__(self, data: dict, path: Optional[Path] = None):
+        self.data = data
+        self.path = Path(path) if path else None
+
+    # --- construction ----------------------------------------------------------------------------------------------
+    @classmethod
+    def new(cls, space: Space, device: str, fingerprint: dict, runtime: dict, batch: int, method: dict,
+            entries: Mapping[str, dict]) -> "Lut":
+        data = {
+            "schema_version": SCHEMA_VERSION,
+            "space": {"name": space.name, "hash": space.hash},
+            "device": {"name": device, "fingerprint": fingerprint},
+            "runtime": runtime, "batch": batch, "method": method,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tool_version": __version__,
+            "entries": {k: {s: v[s] for s in STAT_KEYS} for k, v in entries.items()},
+            "calibration": None,
+        }
+        lut = cls(data)
+        data["boundaries"] = lut.fit_boundaries()
+        return lut
+
+    @classmethod
+    def load(cls, path, space: Optional[Space] = None, device: Optional[str] = None) -> "Lut":
+        """Load and check a LUT; with ``space``/``device`` given, refuse one made for another."""
+        path = Path(path)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise BadLut(f"LUT file {path} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise BadLut(f"LUT file {path} is not readable JSON: {exc}") from None
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise BadLut(f"{path} is not a lutnas LUT (no schema_version)")
+        version = data["schema_version"]
+        while version in MIGRATIONS:
+            data = MIGRATIONS[version](data)
+            version = data["schema_version"]
+        if version != SCHEMA_VERSION:
+            raise BadLut(f"{path} has schema_version {version!r}; this lutnas ({__version__}) reads version "
+                         f"{SCHEMA_VERSION}; upgrade lutnas or re-profile")
+        lut = cls(data, path)
+        if space is not None:
+            lut.check_space(space)
+        if device is not None and lut.device != device:
+            raise BadLut(f"{path} was measured on device {lut.device!r}, not {device!r}")
+        return lut
+
+    def check_space(self, space: Space) -> None:
+        got = self.data["space"]
+        if got["name"] != space.name or got["hash"] != space.hash:
+            raise BadLut(f"{self.path} was measured for space {got['name']!r} (hash {got['hash']}), not "
+                         f"{space.name!r} (hash {space.hash}); re-profile with this version of the space")
+
+    def save(self, path) -> Path:
+        self.path = atomic_write_json(Path(path), self.data)
+        return self.path
+
+    # --- views -----------------------------------------------------------------------------------------------------
+    @property
+    def space(self) -> Space:
+        return get_space(self.data["space"]["name"])
+
+    @property
+    def device(self) -> str:
+        return self.data["device"]["name"]
+
+    @property
+    def entries(self) -> Dict[str, dict]:
+        return self.data["entries"]
+
+    def median(self, key: str) -> float:
+        try:
+            return self.entries[key]["median_ms"]
+        except KeyError:
+            raise BadLut(f"{self.path} has no entry for block {key!r}") from None
+
+    def fit_boundaries(self) -> Dict[str, dict]:
+        """Per boundary shape, the mean over measured pairs of t(A) + t(B) - t(A then B)."""
+        found: Dict[str, list] = {}
+        for key in self.entries:
+            if not key.startswith("pair:"):
+                continue
+            a, b = key[5:].split("+")
+            delta = self.median(a) + self.median(b) - self.median(key)
+            found.setdefault(boundary_key(BlockSpec.parse(a)), []).append(delta)
+        return {k: {"delta_ms": sum(v) / len(v), "pairs": len(v)} for k, v in sorted(found.items())}
+
+    def block_table(self, in_context: bool = True) -> Dict[str, float]:
+        """Block string -> milliseconds for every block of the space, as the block costs inside a network.
+
+        A block that hands a tensor on to another block is charged its measured time minus that boundary's cost
+        (the network pays it once, at its own input and output, which the stem and head measurements include).
+        """
+        space = self.space
+        bounds = self.data.get("boundaries") or {}
+        table = {}
+        for b in space.unique_blocks():
+            t = self.median(str(b))
+            if in_context and b.kind != "head":
+                t -= bounds.get(boundary_key(b), {}).get("delta_ms", 0.0)
+            table[str(b)] = t
+        return table
+
+    @property
+    def calibration(self) -> Optional[dict]:
+        return self.data.get("calibration")
+
+    def calibrated(self, a: float, b: float, fit: dict) -> "Lut":
+        """A new LUT version carrying ``measured = a * predicted + b``, recording which LUT it calibrates."""
+        data = json.loads(json.dumps(self.data))
+        data["calibration"] = {"a": a, "b": b, "calibrates": str(self.path.name) if self.path else None, "fit": fit}
+        data["created"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return Lut(data)
+
+
+def lut_dir(out: Path, device: str, space: Space) -> Path:
+    return Path(out) / device / space.name
+
+
+def lut_filename(runtime: dict, batch: int, when: Optional[datetime] = None, suffix: str = "") -> str:
+    """A name that sorts by date: ``20261122T221500Z-onnxruntime-t1-b1.json``."""
+    when = when or datetime.now(timezone.utc)
+    return f"{when.strftime('%Y%m%dT%H%M%SZ')}-{runtime['name']}-t{runtime['threads']}-b{batch}{suffix}.json"
+
+
+def latest(out: Path, device: str, space: Space) -> Optional[Path]:
+    """The newest LUT file for a device and space, or None."""
+    d = lut_dir(out, device, space)
+    files = sorted(p for p in d.glob("*.json") if not p.name.startswith("."))
+    return files[-1] if files else None

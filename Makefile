@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine: `make profile` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: profile demo test bench bench-quick clean-venv
+
+# torch==2.13.0 first: it is the CPU build on this machine's disk; the project's range is then already satisfied.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+profile: $(STAMP)
+	$(BIN)/profile --device local
+
+demo: $(STAMP)
+	$(BIN)/python -m profiler.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick
+
+clean-venv:
+	rm -rf $(VENV)

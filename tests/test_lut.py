@@ -1,0 +1,94 @@
+"""LUT files: round trip, immutability, schema and space checks; the journal's recovery rules."""
+import json
+from dataclasses import replace
+
+import pytest
+
+from profiler.errors import BadLut, CorruptJournal, WouldOverwrite
+from profiler.journal import Journal
+from profiler.lut import SCHEMA_VERSION, Lut, boundary_key, lut_filename
+from profiler.space import HARDCORE
+
+
+def _entry(ms):
+    return {"median_ms": ms, "p10_ms": ms * 0.98, "p90_ms": ms * 1.03, "mean_ms": ms, "std_ms": ms * 0.01,
+            "ci95_ms": ms * 0.004, "n": 3, "samples_ms": [ms, ms, ms], "flags": []}
+
+
+def make_lut():
+    entries = {str(b): _entry(0.1 + 0.01 * i) for i, b in enumerate(HARDCORE.unique_blocks())}
+    stem, ds, _ = HARDCORE.fixed_blocks()
+    entries[f"pair:{stem}+{ds}"] = _entry(entries[str(stem)]["median_ms"] + entries[str(ds)]["median_ms"] - 0.05)
+    rt = {"name": "onnxruntime", "threads": 1, "providers": ["CPUExecutionProvider"], "opt_level": "all"}
+    return Lut.new(HARDCORE, "local", {"cpu_model": "test"}, rt, 1, {"target_ci": 0.01}, entries)
+
+
+def test_round_trip(tmp_path):
+    lut = make_lut()
+    path = lut.save(tmp_path / lut_filename(lut.data["runtime"], 1))
+    back = Lut.load(path, space=HARDCORE, device="local")
+    assert back.data == lut.data
+    assert back.data["schema_version"] == SCHEMA_VERSION and back.data["space"]["hash"] == HARDCORE.hash
+
+
+def test_saved_file_is_sorted_json_and_never_overwritten(tmp_path):
+    lut = make_lut()
+    path = lut.save(tmp_path / "a.json")
+    before = path.read_bytes()
+    with pytest.raises(WouldOverwrite, match="never overwritten"):
+        make_lut().save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary left behind
+
+
+def test_unknown_schema_version_is_refused_naming_the_file(tmp_path):
+    lut = make_lut()
+    lut.data["schema_version"] = 99
+    path = lut.save(tmp_path / "future.json")
+    with pytest.raises(BadLut, match=r"future\.json has schema_version 99"):
+        Lut.load(path)
+
+
+def test_space_hash_mismatch_is_refused(tmp_path):
+    path = make_lut().save(tmp_path / "x.json")
+    other = replace(HARDCORE, expansions=(3, 6))
+    with pytest.raises(BadLut, match=f"hash {HARDCORE.hash}.*not.*hash {other.hash}"):
+        Lut.load(path, space=other)
+
+
+def test_other_device_and_garbage_refused(tmp_path):
+    path = make_lut().save(tmp_path / "x.json")
+    with pytest.raises(BadLut, match="measured on device 'local', not 'pi4'"):
+        Lut.load(path, device="pi4")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(BadLut, match="not readable JSON"):
+        Lut.load(tmp_path / "bad.json")
+    with pytest.raises(BadLut, match="does not exist"):
+        Lut.load(tmp_path / "missing.json")
+
+
+def test_block_table_removes_the_measured_boundary_cost():
+    lut = make_lut()
+    stem, ds, head = HARDCORE.fixed_blocks()
+    assert lut.data["boundaries"][boundary_key(stem)]["delta_ms"] == pytest.approx(0.05)
+    table = lut.block_table()
+    assert table[str(stem)] == pytest.approx(lut.median(str(stem)) - 0.05)
+    assert table[str(head)] == lut.median(str(head))  # the head's output is the network's: nothing to remove
+    assert lut.block_table(in_context=False)[str(stem)] == lut.median(str(stem))
+
+
+def test_journal_drops_a_truncated_last_line_and_refuses_a_corrupt_one(tmp_path):
+    p = tmp_path / "j.jsonl"
+    j = Journal(p)
+    j.append({"type": "entry", "key": "a", "median_ms": 1.0})
+    j.close()
+    with open(p, "a") as f:
+        f.write('{"type": "entry", "key": "b", "med')  # killed mid-write
+    j2 = Journal(p)
+    assert list(j2.entries()) == ["a"]
+    j2.append({"type": "entry", "key": "b", "median_ms": 2.0})
+    j2.close()
+    assert [json.loads(x)["key"] for x in p.read_text().splitlines()] == ["a", "b"]
+    p.write_text('{"type": "entry", "key": "a"}\ngarbage\n{"type": "done"}\n')
+    with pytest.raises(CorruptJournal, match="line 2 is corrupt"):
+        Journal(p)

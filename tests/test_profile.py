@@ -1,0 +1,173 @@
+"""The agent and the host runner, for real: subprocesses, ONNX Runtime sessions, files."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from profiler.lut import Lut
+from profiler.runner import Method
+from profiler.space import HARDCORE
+from profiler.transport import AGENT
+
+BIN = Path(sys.executable).parent
+FAST = ["--target-ci", "0.03", "--budget", "0.3", "--quiet"]
+
+
+def run_agent(tmp_path, blocks, **method):
+    from profiler.export import export_block
+
+    entries = [{"key": str(b), "model": str(export_block(b)[0]), "shape": list(b.input_shape(1))} for b in blocks]
+    m = {"warmup_n": 3, "warmup_s": 0.2, "min_n": 20, "target_ci": 0.02, "budget_s": 1.0}
+    m.update(method)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"runtime": {"name": "onnxruntime", "threads": 1}, "method": m,
+                                    "entries": entries}))
+    out = subprocess.run([sys.executable, str(AGENT), str(manifest)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_agent_protocol_fingerprint_first_entries_then_done(tmp_path):
+    blocks = HARDCORE.unique_blocks()[:4]
+    lines = run_agent(tmp_path, blocks)
+    assert lines[0]["type"] == "fingerprint" and lines[0]["cpu_count"] >= 1 and "onnxruntime" in lines[0]["runtime"]
+    assert lines[-1]["type"] == "done" and lines[-1]["entries"] == 4
+    entries = [x for x in lines if x["type"] == "entry"]
+    assert sorted(e["key"] for e in entries) == sorted(map(str, blocks))
+    for e in entries:
+        assert e["n"] == len(e["samples_ms"]) >= 20
+        assert e["p10_ms"] <= e["median_ms"] <= e["p90_ms"]
+        assert e["median_ms"] == pytest.approx(float(np.median(e["samples_ms"])), rel=1e-3)
+        assert e["ci95_ms"] > 0
+        assert set(e["flags"]) <= {"ci_not_reached", "unstable_std", "outliers"}
+
+
+def test_ci_shrinks_with_more_samples(tmp_path):
+    b = [HARDCORE.searchable_blocks()[30]]
+    loose = [x for x in run_agent(tmp_path, b, target_ci=0.5, min_n=15) if x["type"] == "entry"][0]
+    tight = [x for x in run_agent(tmp_path, b, target_ci=0.0, min_n=15, budget_s=0.6, max_n=400)
+             if x["type"] == "entry"][0]
+    assert tight["n"] > 4 * loose["n"]
+    assert tight["ci95_ms"] / tight["median_ms"] < loose["ci95_ms"] / loose["median_ms"]
+    assert "ci_not_reached" in tight["flags"]
+
+
+def test_measured_relations_hold_despite_noise(tmp_path):
+    """Over stage 3's first-block shape: e=6 costs more than e=3, and k=5 more than k=3.
+
+    (SE is not asserted: on ONNX Runtime's CPU provider SE blocks measured *faster* than plain ones here.)"""
+    blocks = [HARDCORE.block(2, 0, c) for c in HARDCORE.configs]
+    med = {x["key"]: x["median_ms"] for x in run_agent(tmp_path, blocks) if x["type"] == "entry"}
+    t = {(b.e, b.k, b.se): med[str(b)] for b in blocks}
+    total = lambda pred: sum(v for k, v in t.items() if pred(*k))  # noqa: E731
+    assert total(lambda e, k, se: e == 6) > total(lambda e, k, se: e == 3)
+    assert total(lambda e, k, se: k == 5) > total(lambda e, k, se: k == 3)
+
+
+def journal_path(out):
+    found = list((out / "local" / HARDCORE.name).glob(".journal-*.jsonl"))
+    return found[0] if found else None
+
+
+def test_profile_cli_writes_a_complete_lut_and_prints_its_path(tmp_path):
+    out = tmp_path / "luts"
+    r = subprocess.run([str(BIN / "profile"), "--device", "local", "--out", str(out), *FAST],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    path = Path(r.stdout.strip().splitlines()[-1])
+    assert path.parent == out / "local" / HARDCORE.name and path.exists()
+    lut = Lut.load(path, space=HARDCORE, device="local")
+    assert set(map(str, HARDCORE.unique_blocks())) <= set(lut.entries)
+    assert len(lut.data["boundaries"]) == 7  # stem, ds and the five stage outputs
+    assert lut.data["device"]["fingerprint"]["pinned_cores"]
+    assert lut.data["runtime"]["version"].startswith("onnxruntime")
+    assert journal_path(out) is None  # the journal's content is now in the LUT
+    table = lut.block_table()
+    assert all(v > 0 for v in table.values())
+
+
+def test_killed_run_resumes_without_losing_or_repeating_entries(tmp_path):
+    out = tmp_path / "luts"
+    cmd = [str(BIN / "profile"), "--device", "local", "--out", str(out), *FAST]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    seen = {}
+    while time.time() < deadline:
+        j = journal_path(out)
+        if j is not None:
+            lines = [json.loads(x) for x in j.read_text().splitlines() if x.endswith("}")]
+            seen = {x["key"]: x for x in lines if x["type"] == "entry"}
+            if len(seen) >= 25:
+                break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the host and its agent, mid-run
+    proc.wait()
+    assert 25 <= len(seen) < 159, "the run must be killed mid-way"
+    before = {x["key"]: x for x in map(json.loads, journal_path(out).read_text().splitlines()[:-1])
+              if x["type"] == "entry"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lut = Lut.load(Path(r.stdout.strip().splitlines()[-1]))
+    for key, e in before.items():  # nothing lost, nothing measured again
+        assert lut.entries[key]["samples_ms"] == e["samples_ms"]
+    assert len(lut.entries) == 159
+
+
+@pytest.mark.parametrize("args, code, msg", [
+    (["--device", "nosuch"], 3, "unknown device 'nosuch'"),
+    (["--runtime", "tvm"], 4, "unknown runtime 'tvm'"),
+    (["--out", "/dev/null/luts"], 6, "/dev/null/luts.* not writable"),
+    (["--resume"], 14, "no journal for this job"),
+])
+def test_bad_input_gives_one_line_and_its_exit_code(tmp_path, args, code, msg):
+    argv = ["--out", str(tmp_path / "luts")] + args if "--out" not in args else args
+    r = subprocess.run([str(BIN / "profile"), *argv, "--quiet"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == code
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("profile: error: ")
+    import re
+
+    assert re.search(msg, lines[0]), lines[0]
+    assert r.stdout == ""
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_corrupt_journal_is_refused(tmp_path):
+    out = tmp_path / "luts"
+    from profiler.devices import LOCAL
+    from profiler.runner import job_entries, job_id
+
+    m = Method(target_ci=0.03, budget_s=0.3)
+    jid = job_id(LOCAL, HARDCORE, LOCAL.runtime_settings(), 1, m, [k for k, _, _ in job_entries(HARDCORE, m)])
+    d = out / "local" / HARDCORE.name
+    d.mkdir(parents=True)
+    (d / f".journal-{jid}.jsonl").write_text('{"type": "fingerprint"}\n<<garbage>>\n{"type": "done"}\n')
+    r = subprocess.run([str(BIN / "profile"), "--out", str(out), *FAST], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 7, r.stderr
+    assert "line 2 is corrupt" in r.stderr and str(d) in r.stderr
+
+
+def test_missing_runtime_package_names_it(tmp_path):
+    """A Python without numpy/onnxruntime (a bare venv) as the agent's interpreter."""
+    import venv
+
+    from profiler.devices import LOCAL
+    from profiler.errors import RuntimeMissing
+    from profiler.runner import profile
+    from profiler.transport import LocalTransport
+
+    venv.create(tmp_path / "bare", with_pip=False)
+    bare = str(tmp_path / "bare" / "bin" / "python")
+    blocks = HARDCORE.unique_blocks()[:2]
+    entries = [(str(b), b, None) for b in blocks]
+    with pytest.raises(RuntimeMissing, match="runtime package 'numpy' is not installed.*pip install"):
+        profile(LOCAL, HARDCORE, LOCAL.runtime_settings(), out=tmp_path / "luts", progress=False, entries=entries,
+                transport_factory=lambda: LocalTransport(python=bare))
+    assert not list((tmp_path / "luts").rglob("*.json"))

@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 profile: $(STAMP)
 	$(BIN)/profile --device local
 
-demo: $(STAMP)
-	$(BIN)/python -m profiler.demo
+# demo: the main job on the local device (grows into profile + validate + search as those land)
+demo: profile
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra

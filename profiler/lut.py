@@ -167,19 +167,24 @@ class Lut:
             found.setdefault(boundary_key(BlockSpec.parse(a)), []).append(delta)
         return {k: {"delta_ms": sum(v) / len(v), "pairs": len(v)} for k, v in sorted(found.items())}
 
-    def block_table(self, in_context: bool = True) -> Dict[str, float]:
+    def block_table(self, in_context: bool = True, calibrated: bool = True) -> Dict[str, float]:
         """Block string -> milliseconds for every block of the space, as the block costs inside a network.
 
         A block that hands a tensor on to another block is charged its measured time minus that boundary's cost
         (the network pays it once, at its own input and output, which the stem and head measurements include).
+        A stored calibration ``measured = a * predicted + b`` is folded in: every block scaled by ``a``, and ``b``
+        added to the head, which every network has once, so any sum over a network's blocks is calibrated.
         """
         space = self.space
         bounds = self.data.get("boundaries") or {}
+        cal = self.calibration if calibrated else None
         table = {}
         for b in space.unique_blocks():
             t = self.median(str(b))
             if in_context and b.kind != "head":
                 t -= bounds.get(boundary_key(b), {}).get("delta_ms", 0.0)
+            if cal:
+                t = cal["a"] * t + (cal["b"] if b.kind == "head" else 0.0)
             table[str(b)] = t
         return table
 

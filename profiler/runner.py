@@ -17,7 +17,7 @@ from .errors import DeviceFailed, NotWritable, RuntimeMissing
 from .journal import Journal
 from .lut import Lut, boundary_key, lut_dir, lut_filename
 from .progress import Progress
-from .space import BlockSpec, Space
+from .space import Arch, BlockSpec, Space
 from .transport import AgentExit, LocalTransport
 
 
@@ -78,13 +78,22 @@ def job_id(device: Device, space: Space, runtime: dict, batch: int, method: Meth
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def export_entry(block: BlockSpec, second: Optional[BlockSpec], batch: int, fmt: str) -> Tuple[Path, bool]:
-    from .export import cached, export_block
+def export_entry(first, second: Optional[BlockSpec], batch: int, fmt: str) -> Tuple[Path, bool]:
+    """Export an entry: a block, a pair of blocks (``second`` given) or a whole network (an ``Arch``)."""
+    from .export import cached, export_arch, export_block
     from .nets import build_chain
 
+    if isinstance(first, Arch):
+        return export_arch(first, batch, fmt)
     if second is None:
-        return export_block(block, batch, fmt)
-    return cached(pair_key(block, second), block.input_shape(batch), lambda: build_chain([block, second]), fmt)
+        return export_block(first, batch, fmt)
+    return cached(pair_key(first, second), first.input_shape(batch), lambda: build_chain([first, second]), fmt)
+
+
+def entry_shape(first, batch: int) -> List[int]:
+    if isinstance(first, Arch):
+        return [batch, 3, first.space.resolution, first.space.resolution]
+    return list(first.input_shape(batch))
 
 
 def check_writable(d: Path) -> None:
@@ -115,7 +124,7 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
             raise RuntimeMissing(f"converting blocks to {fmt} needs a package that is missing ({exc.name}); "
                                  "install it with: pip install 'lutnas[tflite]' torch==2.13.0") from None
         models.append(path)
-        entries.append({"key": key, "model": str(path), "shape": list(a.input_shape(batch))})
+        entries.append({"key": key, "model": str(path), "shape": entry_shape(a, batch)})
     t_export = time.monotonic() - t0
     manifest = {"job": journal.path.stem, "runtime": runtime, "method": asdict(method), "entries": entries}
     t1 = time.monotonic()
@@ -140,46 +149,57 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
     return {"export_s": t_export, "measure_s": agent_wall, "overhead_s": wall - agent_wall}
 
 
-def profile(device: Device, space: Space, runtime: dict, batch: int = 1, method: Method = Method(),
-            out: Path = Path("luts"), transport_factory: Optional[Callable] = None, progress: bool = True,
-            require_resume: bool = False, entries: Optional[list] = None) -> Tuple[Path, Dict[str, float]]:
-    """Profile every entry of ``space`` on ``device``; returns the LUT path and the wall time split."""
+def measure(device: Device, runtime: dict, batch: int, method: Method, entries: list, journal_path: Path,
+            transport_factory: Optional[Callable] = None, progress: bool = True, require_resume: bool = False,
+            label: str = "profile") -> Tuple[Dict[str, dict], Journal, Dict[str, float]]:
+    """Measure ``entries`` (key, first, second) on ``device``, journaled at ``journal_path`` and resumed from it.
+
+    Returns the finished entries by key, the journal (closed; the caller removes it once the results are safe
+    elsewhere) and the wall time split into export, measurement and overhead.
+    """
     from .errors import BadInput
 
-    t_start = time.monotonic()
-    entries = entries if entries is not None else job_entries(space, method)
     keys = [k for k, _, _ in entries]
-    d = lut_dir(out, device.name, space)
-    check_writable(d)
-    jid = job_id(device, space, runtime, batch, method, keys)
-    jpath = d / f".journal-{jid}.jsonl"
-    if require_resume and not jpath.exists():
-        raise BadInput(f"--resume: no journal for this job in {d} (expected {jpath.name}); run without --resume")
-    journal = Journal(jpath)
-    if transport_factory is None:
-        transport_factory = LocalTransport
-    bar = Progress(len(keys), f"profile {device.name}", enabled=progress)
+    check_writable(journal_path.parent)
+    if require_resume and not journal_path.exists():
+        raise BadInput(f"--resume: no journal for this job in {journal_path.parent} (expected {journal_path.name}); "
+                       "run without --resume")
+    journal = Journal(journal_path)
+    bar = Progress(len(keys), f"{label} {device.name}", enabled=progress)
     timing = {"export_s": 0.0, "measure_s": 0.0, "overhead_s": 0.0}
     try:
         done = journal.entries()
         todo = [e for e in entries if e[0] not in done]
         bar.update(len(keys) - len(todo))
         if todo:
-            t = run_job(device, transport_factory, runtime, batch, method, todo, journal, bar, len(keys) - len(todo))
-            timing = {k: timing[k] + t[k] for k in timing}
+            timing = run_job(device, transport_factory or LocalTransport, runtime, batch, method, todo, journal, bar,
+                             len(keys) - len(todo))
         done = journal.entries()
         missing = [k for k in keys if k not in done]
         if missing:
             errs = [o for o in journal.lines if o["type"] == "error"]
             why = f" (first error: {errs[-1].get('key')}: {errs[-1].get('message')})" if errs else ""
             raise DeviceFailed(f"device {device.name!r}: {len(missing)} entries not measured{why}; rerun to resume "
-                               f"from {jpath}")
+                               f"from {journal_path}")
     finally:
         bar.close()
         journal.close()
+    return {k: done[k] for k in keys}, journal, timing
+
+
+def profile(device: Device, space: Space, runtime: dict, batch: int = 1, method: Method = Method(),
+            out: Path = Path("luts"), transport_factory: Optional[Callable] = None, progress: bool = True,
+            require_resume: bool = False, entries: Optional[list] = None) -> Tuple[Path, Dict[str, float]]:
+    """Profile every entry of ``space`` on ``device``; returns the LUT path and the wall time split."""
+    t_start = time.monotonic()
+    entries = entries if entries is not None else job_entries(space, method)
+    d = lut_dir(out, device.name, space)
+    jid = job_id(device, space, runtime, batch, method, [k for k, _, _ in entries])
+    done, journal, timing = measure(device, runtime, batch, method, entries, d / f".journal-{jid}.jsonl",
+                                    transport_factory, progress, require_resume)
     fp = journal.fingerprint()
     rt = dict(runtime, version=fp.get("runtime"))
-    lut = Lut.new(space, device.name, fp, rt, batch, asdict(method), {k: done[k] for k in keys})
+    lut = Lut.new(space, device.name, fp, rt, batch, asdict(method), done)
     path = lut.save(d / lut_filename(runtime, batch))
     journal.remove()  # everything it held is now in the LUT
     timing["total_s"] = time.monotonic() - t_start

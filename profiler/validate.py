@@ -1,0 +1,189 @@
+"""``validate``: measure random whole networks end to end and compare them with the LUT's prediction.
+
+The prediction is HardCoRe-NAS eq. (3), LAT(α, β) = αᵀΘβ, evaluated at one-hot (α, β), with Θ built from the LUT's
+in-context block table (``Lut.block_table``); a calibration stored with the LUT is applied when present. Networks
+are measured through the same agent, transport, journal and method as ``profile``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .errors import BadInput, BadLut
+from .lut import Lut, atomic_write_json, latest, lut_dir
+from .runner import Method, measure
+from .space import Arch, Space, random_arch
+
+
+def predictor(lut: Lut, calibrated: bool = True):
+    """A function Arch -> predicted ms: eq. (3) on the in-context block table (calibration folded in if stored)."""
+    table = lut.block_table(calibrated=calibrated)
+    try:
+        from search.latency import LinearResource  # eq. (3) in one place when the search package is present
+    except ImportError:
+        return lambda arch: float(sum(table[str(b)] for b in arch.blocks()))
+    model = LinearResource.from_table(lut.space, table)
+    return lambda arch: float(model.predict_arch(arch))
+
+
+def spread_sample(space: Space, predict, n: int, seed: int = 0, candidates: int = 3000) -> List[Arch]:
+    """``n`` distinct architectures whose predictions spread evenly over the range random sampling reaches.
+
+    Candidates come from distributions tilted towards cheap or costly configs and depths, so the extremes of the
+    space are represented; then for evenly spaced latency targets the nearest unused candidate is taken.
+    """
+    rng = np.random.default_rng(seed)
+    nc, nd = len(space.configs), len(space.depths)
+    pool = {}
+    for i in range(candidates):
+        tilt = rng.uniform(-3, 3)
+        pc = np.exp(tilt * np.arange(nc) / nc)
+        pd = np.exp(tilt * np.arange(nd) / nd)
+        stages = tuple(tuple(int(c) for c in rng.choice(nc, size=int(rng.choice(space.depths, p=pd / pd.sum())),
+                                                        p=pc / pc.sum())) for _ in range(space.n_stages))
+        a = Arch(stages, space)
+        pool[str(a)] = a
+    archs = list(pool.values())
+    preds = np.array([predict(a) for a in archs])
+    lo, hi = np.percentile(preds, [0.5, 99.5])
+    chosen, used = [], set()
+    for t in np.linspace(lo, hi, n):
+        for j in np.argsort(np.abs(preds - t)):
+            if j not in used:
+                used.add(j)
+                chosen.append(archs[j])
+                break
+    return chosen
+
+
+def metrics(pred: Sequence[float], meas: Sequence[float]) -> Dict[str, float]:
+    """R² of measured vs predicted (no fit), ratio (slope through the origin), MAPE, hit rates, Kendall τ."""
+    from scipy.stats import kendalltau
+
+    p, m = np.asarray(pred, float), np.asarray(meas, float)
+    err = (p - m) / m
+    ss_res, ss_tot = float(((m - p) ** 2).sum()), float(((m - m.mean()) ** 2).sum())
+    worst = int(np.argmax(np.abs(err)))
+    return {
+        "n": int(len(p)), "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+        "ratio": float((m * p).sum() / (p * p).sum()), "mape_pct": float(np.abs(err).mean() * 100),
+        "within_5_pct": float((np.abs(err) <= 0.05).mean() * 100),
+        "within_10_pct": float((np.abs(err) <= 0.10).mean() * 100),
+        "kendall_tau": float(kendalltau(p, m).statistic), "worst_error_pct": float(err[worst] * 100),
+        "worst_index": worst,
+    }
+
+
+def fit_calibration(pred, meas, seed: int = 0) -> dict:
+    """Fit measured = a·predicted + b on one half, judge it on the other half."""
+    p, m = np.asarray(pred, float), np.asarray(meas, float)
+    idx = np.random.default_rng(seed).permutation(len(p))
+    fit_i, test_i = idx[: len(p) // 2], idx[len(p) // 2:]
+    a, b = np.polyfit(p[fit_i], m[fit_i], 1)
+    before, after = metrics(p[test_i], m[test_i]), metrics(a * p[test_i] + b, m[test_i])
+    return {"a": float(a), "b": float(b), "fit_on": len(fit_i), "held_out": len(test_i),
+            "held_out_before": before, "held_out_after": after,
+            "improves": after["mape_pct"] < before["mape_pct"]}
+
+
+def plot(path: Path, pred, meas, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p, m = np.asarray(pred), np.asarray(meas)
+    lo, hi = min(p.min(), m.min()) * 0.95, max(p.max(), m.max()) * 1.05
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    xs = np.array([lo, hi])
+    ax.fill_between(xs, xs * 0.95, xs * 1.05, color="tab:green", alpha=0.15, label="±5 %")
+    ax.plot(xs, xs, "k--", lw=1, label="y = x")
+    ax.scatter(p, m, s=14, color="tab:blue", label="networks")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("predicted latency from the LUT (ms)")
+    ax.set_ylabel("measured end-to-end latency (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def run_validate(args) -> int:
+    from .devices import resolve_device, with_overrides
+
+    names = args.device or ["local"]
+    if len(names) != 1:
+        raise BadInput("validate takes one --device at a time")
+    dev = with_overrides(resolve_device(names[0], args.devices), batch=args.batch)
+    if args.n < 4:
+        raise BadInput(f"--n {args.n} is too few networks to validate; use at least 4")
+    if args.lut:
+        lut = Lut.load(args.lut)
+    else:
+        from .space import HARDCORE
+
+        found = latest(Path(args.out), dev.name, HARDCORE)
+        if found is None:
+            raise BadLut(f"no LUT for device {dev.name!r} under {lut_dir(Path(args.out), dev.name, HARDCORE)}; "
+                         f"run: profile --device {dev.name}")
+        lut = Lut.load(found)
+    space = lut.space
+    lut.check_space(space)
+    if lut.device != dev.name:
+        raise BadLut(f"{lut.path} was measured on device {lut.device!r}; validate it with --device {lut.device}, "
+                     f"or pass a LUT of {dev.name!r}")
+    rt = lut.data["runtime"]
+    runtime = dev.runtime_settings(rt["name"], rt["threads"])
+    if args.runtime and args.runtime != rt["name"]:
+        raise BadInput(f"--runtime {args.runtime} differs from the LUT's runtime {rt['name']!r}")
+    predict = predictor(lut)
+    archs = spread_sample(space, predict, args.n, args.seed)
+    entries = [(f"net:{a}", a, None) for a in archs]
+    method = replace(Method(**{k: v for k, v in lut.data["method"].items() if k in Method.__dataclass_fields__}),
+                     budget_s=args.budget)
+    jid = hashlib.sha256(json.dumps([str(lut.path), [k for k, _, _ in entries], asdict(method)]).encode())
+    journal_path = lut_dir(Path(args.out), dev.name, space) / f".journal-validate-{jid.hexdigest()[:12]}.jsonl"
+    done, journal, timing = measure(dev, runtime, lut.data["batch"], method, entries, journal_path,
+                                    progress=not args.quiet, label="validate")
+    pred = [predict(a) for a in archs]
+    meas = [done[f"net:{a}"]["median_ms"] for a in archs]
+    report = metrics(pred, meas)
+    report.update({
+        "lut": str(lut.path), "device": dev.name, "calibration_applied": lut.calibration,
+        "networks": [{"arch": str(a), "predicted_ms": p, "measured_ms": m, "ci95_ms": done[f"net:{a}"]["ci95_ms"]}
+                     for a, p, m in zip(archs, pred, meas)],
+        "wall_s": timing,
+    })
+    report["worst_arch"] = str(archs[report.pop("worst_index")])
+    if args.calibrate:
+        report["calibration"] = cal = fit_calibration(pred, meas, args.seed)
+        if cal["improves"] and not lut.calibration:
+            new = lut.calibrated(cal["a"], cal["b"], {k: v for k, v in cal.items() if k not in ("a", "b")})
+            name = lut.path.name.replace(".json", f"-cal-{new.data['created'].replace(':', '').replace('-', '')}.json")
+            report["calibrated_lut"] = str(new.save(lut.path.with_name(name)))
+    if args.json:
+        atomic_write_json(Path(args.json), report, overwrite=True)
+    if args.plot:
+        plot(Path(args.plot), pred, meas, f"{dev.name}: {len(archs)} networks, R² {report['r2']:.4f}, "
+             f"ratio {report['ratio']:.4f}, ±5 % {report['within_5_pct']:.0f} %")
+    journal.remove()
+    print(f"validate {dev.name}: {report['n']} networks, LUT {lut.path}", file=sys.stderr)
+    for k in ("r2", "ratio", "mape_pct", "within_5_pct", "within_10_pct", "kendall_tau", "worst_error_pct"):
+        print(f"  {k:<15} {report[k]:.4f}")
+    if "calibration" in report:
+        c = report["calibration"]
+        print(f"  calibration     a={c['a']:.4f} b={c['b']:.4f}: held-out MAPE {c['held_out_before']['mape_pct']:.2f}"
+              f" -> {c['held_out_after']['mape_pct']:.2f} %" + (f"; stored as {report['calibrated_lut']}"
+                                                                if "calibrated_lut" in report else ""))
+    return 0

@@ -1,0 +1,95 @@
+"""`validate` for real: whole networks measured through the agent, compared with the LUT's prediction."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from profiler.lut import Lut
+from profiler.space import HARDCORE
+from profiler.validate import fit_calibration, metrics, spread_sample
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def lut_path(tmp_path_factory):
+    out = tmp_path_factory.mktemp("luts")
+    r = subprocess.run([str(BIN / "profile"), "--out", str(out), "--target-ci", "0.03", "--budget", "0.3",
+                        "--quiet"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
+def test_validate_writes_report_and_plot(lut_path, tmp_path):
+    report, png = tmp_path / "r.json", tmp_path / "v.png"
+    r = subprocess.run([str(BIN / "validate"), "--lut", str(lut_path), "--out", str(lut_path.parents[2]), "--n", "6",
+                        "--budget", "0.3", "--json", str(report), "--plot", str(png), "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(report.read_text())
+    for k in ("n", "r2", "ratio", "mape_pct", "within_5_pct", "within_10_pct", "kendall_tau"):
+        assert k in rep
+    assert rep["n"] == 6 and len(rep["networks"]) == 6
+    # the prediction is the LUT's: a loose but real check that blocks predict networks on this machine
+    assert 0.7 < rep["ratio"] < 1.3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(lut_path.parent.glob(".journal-validate-*"))
+
+
+def _variant(lut_path, tmp_path, **changes):
+    data = json.loads(lut_path.read_text())
+    for k, v in changes.items():
+        data[k] = v
+    p = tmp_path / "variant.json"
+    p.write_text(json.dumps(data))
+    return p
+
+
+@pytest.mark.parametrize("change, msg", [
+    ({"device": {"name": "pi4", "fingerprint": {}}}, "measured on device 'pi4'; validate it with --device pi4"),
+    ({"space": {"name": "hardcore-mbv3", "hash": "0123456789abcdef"}}, "hash 0123456789abcdef.*re-profile"),
+])
+def test_lut_of_another_device_or_space_is_refused(lut_path, tmp_path, change, msg):
+    import re
+
+    p = _variant(lut_path, tmp_path, **change)
+    r = subprocess.run([str(BIN / "validate"), "--lut", str(p), "--n", "4", "--quiet"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 9
+    assert re.search(msg, r.stderr), r.stderr
+
+
+def test_spread_sample_covers_the_range():
+    pred = lambda a: sum(sum(1 + c for c in st) for st in a.stages)  # noqa: E731 (a monotone stand-in)
+    archs = spread_sample(HARDCORE, pred, 20, seed=0, candidates=2000)
+    vals = sorted(pred(a) for a in archs)
+    assert len(set(map(str, archs))) == 20
+    assert vals[-1] - vals[0] > 0.6 * (5 * 4 * 12 - 5 * 2 * 1)  # most of the reachable range
+
+
+def test_metrics_and_calibration_on_known_data():
+    rng = np.random.default_rng(0)
+    p = np.linspace(3, 9, 40)
+    m = 0.95 * p + 0.1 + rng.normal(0, 0.01, 40)
+    rep = metrics(p, m)
+    assert rep["ratio"] < 0.98 and rep["kendall_tau"] > 0.95
+    cal = fit_calibration(p, m)
+    assert cal["a"] == pytest.approx(0.95, abs=0.01) and cal["improves"]
+    assert cal["held_out_after"]["mape_pct"] < cal["held_out_before"]["mape_pct"]
+    exact = metrics(p, p)
+    assert exact["r2"] == 1.0 and exact["within_5_pct"] == 100.0
+
+
+def test_calibration_is_folded_into_the_block_table(lut_path):
+    from profiler.validate import predictor
+    from profiler.space import random_arch
+
+    lut = Lut.load(lut_path)
+    arch = random_arch(np.random.default_rng(3))
+    raw = predictor(lut)(arch)
+    cal = lut.calibrated(0.9, 0.2, {})
+    assert predictor(cal)(arch) == pytest.approx(0.9 * raw + 0.2)
+    assert cal.data["calibration"]["calibrates"] == lut_path.name

@@ -7,7 +7,9 @@ from typing import Dict, Optional
 from .errors import UnknownDevice, UnknownRuntime
 
 # Runtime name -> the package a device needs to run it (what the error message tells the user to install).
-RUNTIMES = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert"}
+RUNTIMES = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert",
+            # TFLite's benchmark_model binary driven by the agent (phones without a Python TFLite); no pip package
+            "benchmark_model": "(the benchmark_model binary named by `benchmark_model = PATH` in the inventory)"}
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,9 @@ class Preset:
     providers: tuple = ("CPUExecutionProvider",)  # ONNX Runtime execution providers, in priority order
     opt_level: str = "all"  # ONNX Runtime graph optimisation level: what a deployment uses
     port: int = 22
+    benchmark_model: Optional[str] = None  # path of TFLite's benchmark_model binary ON the device
+    benchmark_model_args: tuple = ()  # extra flags for it, e.g. ("--use_gpu=true",)
+    runs_per_sample: int = 10  # benchmark_model: timed runs per invocation; each invocation's median is a sample
 
 
 PRESETS: Dict[str, Preset] = {
@@ -53,8 +58,14 @@ class Device:
         rt = runtime or self.preset.runtime
         if rt not in RUNTIMES:
             raise UnknownRuntime(f"unknown runtime {rt!r}; known: {', '.join(sorted(RUNTIMES))}")
-        return {"name": rt, "threads": int(threads or self.preset.threads), "providers": list(self.preset.providers),
-                "opt_level": self.preset.opt_level}
+        out = {"name": rt, "threads": int(threads or self.preset.threads), "providers": list(self.preset.providers),
+               "opt_level": self.preset.opt_level}
+        if rt in ("tflite", "benchmark_model") and self.preset.benchmark_model:
+            # the agent falls back to the binary when the device has no Python TFLite (phones)
+            out.update(benchmark_model=self.preset.benchmark_model,
+                       benchmark_model_args=list(self.preset.benchmark_model_args),
+                       runs_per_sample=self.preset.runs_per_sample)
+        return out
 
 
 LOCAL = Device("local", PRESETS["local"])

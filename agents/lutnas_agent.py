@@ -2,7 +2,7 @@
 """lutnas measurement agent: runs ON the device, with nothing but Python >= 3.8, numpy and the runtime.
 
     python3 lutnas_agent.py MANIFEST.json      benchmark the manifest's entries
-    python3 lutnas_agent.py --check [RUNTIME]  print the fingerprint and what the runtime needs
+    python3 lutnas_agent.py --check [RUNTIME [BINARY]]  print the fingerprint and what the runtime needs
 
 It prints JSON lines on stdout, flushed one by one, so a host that reads them over SSH (or from a subprocess) can
 journal each as it arrives:
@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - exercised on bare devices
 RUNTIME_PACKAGES = {
     "onnxruntime": ["onnxruntime"],
     "tflite": ["ai_edge_litert", "tflite_runtime", "tensorflow"],
+    "benchmark_model": [],  # TFLite's benchmark_model binary (the manifest names it), no Python package
 }
 
 
@@ -117,9 +118,11 @@ def runtime_info(name):
     return None, None
 
 
-def fingerprint(runtime_name, pinned):
+def fingerprint(runtime_name, pinned, rt=None):
     uname = platform.uname()
     mod, version = runtime_info(runtime_name)
+    if rt is not None and uses_binary(rt):
+        version = binary_info(rt)
     fp = {
         "type": "fingerprint", "schema": SCHEMA, "hostname": socket.gethostname(),
         "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "machine": uname.machine,
@@ -188,7 +191,59 @@ class TfliteRunner(object):
         self.interp.invoke()
 
 
+def uses_binary(rt):
+    """Whether TFLite runs through the benchmark_model binary: asked for, or the fallback where no Python TFLite is."""
+    if rt["name"] == "benchmark_model":
+        return True
+    return rt["name"] == "tflite" and bool(rt.get("benchmark_model")) and runtime_info("tflite")[0] is None
+
+
+def binary_info(rt):
+    """'benchmark_model PATH' when the binary named in the manifest is executable here, else None."""
+    path = rt.get("benchmark_model")
+    if path and os.path.isfile(os.path.expanduser(path)) and os.access(os.path.expanduser(path), os.X_OK):
+        return "benchmark_model " + path
+    return None
+
+
+def _parse_benchmark_output(text):
+    try:
+        from benchmark_model import parse_output, sample_us  # pushed next to the agent by the SSH transport
+    except ImportError:
+        from profiler.benchmark_model import parse_output, sample_us  # a local run: the host's own package
+    res = parse_output(text)
+    return res, sample_us(res)
+
+
+class BenchmarkModelRunner(object):
+    """TFLite through the ``benchmark_model`` binary (phones without a Python TFLite). One call runs the binary
+    once: ``runs_per_sample`` timed runs after a one-run warm-up; their median (the tool's, or its average on old
+    builds) is one sample. ``last`` = (sample seconds, timed seconds spent), read by ``measure`` in place of its own
+    clock, which here would time process start-up and model loading."""
+
+    def __init__(self, rt, path, shape):
+        binary = os.path.expanduser(rt["benchmark_model"])
+        runs = int(rt.get("runs_per_sample", 10))
+        self.cmd = [binary, "--graph=" + path, "--num_threads=%d" % int(rt.get("threads", 1)),
+                    "--num_runs=%d" % runs, "--warmup_runs=1", "--min_secs=0", "--warmup_min_secs=0"]
+        self.cmd += list(rt.get("benchmark_model_args", []))
+        self.providers = ["benchmark_model"]
+        self.last = None
+        self()  # fail here, per entry, if the binary cannot run this model
+
+    def __call__(self):
+        out = subprocess.run(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        if out.returncode != 0:
+            raise RuntimeError("benchmark_model exited with status %d: %s"
+                               % (out.returncode, " | ".join(out.stdout.strip().splitlines()[-3:])))
+        res, sample = _parse_benchmark_output(out.stdout)
+        reg = res["regular"]
+        self.last = (sample / 1e6, reg["count"] * reg.get("avg_us", sample) / 1e6)
+
+
 def make_runner(rt, path, shape):
+    if uses_binary(rt):
+        return BenchmarkModelRunner(rt, path, shape)
     mod, _ = runtime_info(rt["name"])
     if rt["name"] == "onnxruntime":
         return OrtRunner(mod, path, shape, rt)
@@ -278,8 +333,12 @@ def measure(manifest, base_dir):
             t = timer()
             runners[k]()
             dt = timer() - t
+            cost = dt
+            external = getattr(runners[k], "last", None)  # a runner that times itself (benchmark_model)
+            if external is not None:
+                dt, cost = external
             samples[k].append(dt)
-            spent[k] += dt
+            spent[k] += cost
         finished = []
         for k in active:
             n = len(samples[k])
@@ -322,12 +381,19 @@ def main(argv):
         emit({"type": "error", "code": "bad_manifest", "message": "%s: %s" % (argv[0], exc)})
         return 2
     mod, _ = runtime_info(name)
-    if mod is None:
+    if uses_binary(rt):
+        if binary_info(rt) is None:
+            emit({"type": "error", "code": "binary_missing", "message": "benchmark_model binary %r is not an "
+                  "executable file on this device" % rt.get("benchmark_model")})
+            sys.stderr.write("benchmark_model binary %r is not an executable file on this device; set "
+                             "benchmark_model = PATH in the inventory\n" % rt.get("benchmark_model"))
+            return 3
+    elif mod is None:
         emit({"type": "error", "code": "runtime_missing", "package": RUNTIME_PACKAGES.get(name, [name])[0],
               "message": "no package for runtime %r is importable by %s" % (name, sys.executable)})
         return 3
     pinned = pin_cores(int(rt.get("threads", 1)), manifest.get("method", {}).get("pin", "auto"))
-    emit(fingerprint(name, pinned))
+    emit(fingerprint(name, pinned, rt))
     t0 = time.time()
     done, errors = measure(manifest, os.path.dirname(os.path.abspath(argv[0])))
     emit({"type": "done", "entries": done, "errors": errors, "wall_s": round(time.time() - t0, 3),

@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# litert-torch converts blocks to .tflite (~1 GB with jax); torch stays pinned so pip keeps the CPU build
+	$(BIN)/python -m pip install -q -e '.[tflite]' torch==2.13.0
 	touch $(STAMP)
 
 profile: $(STAMP)

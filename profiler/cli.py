@@ -47,6 +47,9 @@ def profile_parser() -> argparse.ArgumentParser:
                    "half-width is at most this fraction (default 0.01)")
     p.add_argument("--budget", type=float, default=4.0, metavar="S", help="seconds of timed calls per entry "
                    "before giving up on the CI target (default 4)")
+    p.add_argument("--processes", type=int, default=20, metavar="P", help="worker processes whose samples are "
+                   "pooled, to average out per-process effects (default 20; 1 = one adaptive process)")
+    p.add_argument("--rounds", type=int, default=40, help="interleaved rounds each worker times (default 40)")
     p.add_argument("--space", default="hardcore-mbv3", help="search space (default hardcore-mbv3)")
     p.add_argument("--check", action="store_true", help="only connect and report the device's Python, numpy, "
                    "runtime and accelerator")
@@ -67,7 +70,8 @@ def run_profile(args) -> int:
 
         raise BadInput(str(exc)) from None
     devices = [with_overrides(resolve_device(n, args.devices), batch=args.batch) for n in names]
-    method = Method(target_ci=args.target_ci, budget_s=args.budget)
+    method = Method(target_ci=args.target_ci, budget_s=args.budget, processes=args.processes, rounds=args.rounds,
+                    max_processes=max(2 * args.processes, 1))
     if len(devices) > 1 or not devices[0].is_local:
         from .fleet import profile_fleet  # SSH devices
 

@@ -64,6 +64,14 @@ class Journal:
                 out[obj["key"]] = obj
         return out
 
+    def by_worker(self) -> Dict[str, Dict[int, dict]]:
+        """Results by key and worker process: {key: {worker: line}}; a (key, worker) is never measured twice."""
+        out: Dict[str, Dict[int, dict]] = {}
+        for obj in self.lines:
+            if obj["type"] == "entry":
+                out.setdefault(obj["key"], {}).setdefault(obj.get("worker", 0), obj)
+        return out
+
     def fingerprint(self) -> dict:
         fps = [o for o in self.lines if o["type"] == "fingerprint"]
         return fps[-1] if fps else {}

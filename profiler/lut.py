@@ -6,7 +6,7 @@ Layout (pyperf's ``_bench.py`` style: metadata common to all entries at the root
      "runtime": {"name", "version", "providers", "threads", "opt_level"}, "batch": 1,
      "method": {...warm-up and stopping rule...}, "created": ISO-8601, "tool_version": "0.1.0",
      "entries": {"<block string>": {"median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "ci95_ms", "n",
-                                    "samples_ms", "flags"}, "pair:<A>+<B>": {...}},
+                                    "samples_ms", "flags", "workers", "worker_medians_ms"}, "pair:<A>+<B>": {...}},
      "boundaries": {"c24r56": {"delta_ms", "pairs"}},
      "calibration": null | {"a", "b", "calibrates", "fit": {...}}}
 
@@ -36,6 +36,7 @@ SCHEMA_VERSION = 1
 MIGRATIONS: Dict[int, object] = {}
 
 STAT_KEYS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "ci95_ms", "n", "samples_ms", "flags")
+OPTIONAL_KEYS = ("workers", "worker_medians_ms")  # present when samples were pooled from several processes
 
 
 def boundary_key(b: BlockSpec) -> str:
@@ -93,7 +94,7 @@ class Lut:
             "runtime": runtime, "batch": batch, "method": method,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "tool_version": __version__,
-            "entries": {k: {s: v[s] for s in STAT_KEYS} for k, v in entries.items()},
+            "entries": {k: {s: v[s] for s in STAT_KEYS + OPTIONAL_KEYS if s in v} for k, v in entries.items()},
             "calibration": None,
         }
         lut = cls(data)

@@ -35,6 +35,9 @@ class Method:
     seed: int = 0
     pin: str = "auto"  # cores to pin to: auto (the last ones), none, or a list like "2,3"
     pairs: int = 6  # block pairs measured per boundary shape (for the in-context correction)
+    processes: int = 20  # worker processes, one after another, whose samples are pooled (1: one adaptive process)
+    rounds: int = 40  # interleaved rounds each worker times
+    max_processes: int = 40  # more workers, for entries still above target_ci after `processes`
 
 
 def pair_key(a: BlockSpec, b: BlockSpec) -> str:
@@ -107,46 +110,86 @@ def check_writable(d: Path) -> None:
 
 
 def model_format(runtime: str) -> str:
-    return "tflite" if runtime == "tflite" else "onnx"
+    return "tflite" if runtime in ("tflite", "benchmark_model") else "onnx"
+
+
+def pooled(key: str, lines: Dict[int, dict], method: Method) -> dict:
+    """One entry from the samples of all its workers, with the per-worker medians kept for inspection."""
+    from agents.lutnas_agent import summarize
+
+    samples = [v / 1e3 for w in sorted(lines) for v in lines[w]["samples_ms"]]
+    out = summarize(key, samples, asdict(method), True)
+    if out["ci95_ms"] > method.target_ci * out["median_ms"]:
+        out["flags"].append("ci_not_reached")
+    out["workers"] = len(lines)
+    out["worker_medians_ms"] = [lines[w]["median_ms"] for w in sorted(lines)]
+    return out
 
 
 def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: int, method: Method,
-            todo: List[Tuple[str, BlockSpec, Optional[BlockSpec]]], journal: Journal, progress: Progress,
-            done_before: int) -> Dict[str, float]:
-    """Export ``todo``, run the agent on it and journal every line. Returns wall seconds by phase."""
+            entries: List[Tuple[str, object, Optional[BlockSpec]]], journal: Journal, progress: Progress) -> Dict[str, float]:
+    """Export ``entries``, run the agent's workers on what the journal lacks, journal every line as it arrives.
+
+    With ``method.processes > 1`` each worker is a fresh agent process timing every unfinished entry for a fixed
+    number of rounds; entries whose pooled CI is still above target get more workers, up to ``max_processes``.
+    Returns wall seconds by phase.
+    """
     fmt = model_format(runtime["name"])
     t0 = time.monotonic()
-    models, entries = [], []
-    for key, a, b in todo:
+    spec = {}
+    for key, a, b in entries:
         try:
             path, _ = export_entry(a, b, batch, fmt)
         except ImportError as exc:
             raise RuntimeMissing(f"converting blocks to {fmt} needs a package that is missing ({exc.name}); "
                                  "install it with: pip install 'lutnas[tflite]' torch==2.13.0") from None
-        models.append(path)
-        entries.append({"key": key, "model": str(path), "shape": entry_shape(a, batch)})
-    t_export = time.monotonic() - t0
-    manifest = {"job": journal.path.stem, "runtime": runtime, "method": asdict(method), "entries": entries}
+        spec[key] = {"key": key, "model": str(path), "shape": entry_shape(a, batch)}
+    timing = {"export_s": time.monotonic() - t0, "measure_s": 0.0, "overhead_s": 0.0}
+    adaptive = method.processes <= 1
+    need = 1 if adaptive else method.processes
+    total_units = len(entries) * need
     t1 = time.monotonic()
-    agent_wall = 0.0
     with transport_factory() as transport:
-        try:
-            for msg in transport.run(manifest, models):
-                kind = msg.get("type")
-                if kind == "error" and msg.get("code") == "runtime_missing":
-                    raise RuntimeMissing(f"device {device.name!r}: runtime package {msg['package']!r} is not "
-                                         f"installed ({msg['message']}); install it with: "
-                                         f"{device.python} -m pip install {RUNTIMES.get(runtime['name'], msg['package'])}")
-                if kind in ("fingerprint", "entry", "error", "done"):
-                    journal.append(msg)
-                if kind == "done":
-                    agent_wall = msg.get("wall_s", 0.0)
-                if kind in ("entry", "progress"):
-                    progress.update(done_before + len([1 for k, _, _ in todo if k in journal.entries()]))
-        except AgentExit as exc:
-            raise DeviceFailed(f"device {device.name!r}: {exc}") from None
-    wall = time.monotonic() - t1
-    return {"export_s": t_export, "measure_s": agent_wall, "overhead_s": wall - agent_wall}
+        while True:
+            have = journal.by_worker()
+            units = sum(min(len(have.get(k, {})), need) for k in spec)
+            progress.update(units * progress.total // max(total_units, 1))
+            todo = [k for k in spec if len(have.get(k, {})) < need]
+            if not todo and not adaptive and need < method.max_processes:
+                # entries whose pooled CI is still too wide get one more worker each round of this loop
+                todo = [k for k in spec if "ci_not_reached" in pooled(k, have[k], method)["flags"]
+                        and len(have[k]) < method.max_processes]
+            if not todo:
+                break
+            worker = min(len(have.get(k, {})) for k in todo)
+            todo = [k for k in todo if len(have.get(k, {})) == worker]
+            m = dict(asdict(method), worker=worker, seed=method.seed + worker)
+            if adaptive:
+                del m["rounds"]  # one process: the agent's adaptive stopping rule decides the sample count
+            manifest = {"job": journal.path.stem, "runtime": runtime, "method": m, "entries": [spec[k] for k in todo]}
+            try:
+                for msg in transport.run(manifest, [Path(spec[k]["model"]) for k in todo]):
+                    kind = msg.get("type")
+                    if kind == "error" and msg.get("code") == "runtime_missing":
+                        raise RuntimeMissing(
+                            f"device {device.name!r}: runtime package {msg['package']!r} is not installed "
+                            f"({msg['message']}); install it with: {device.python} -m pip install "
+                            f"{RUNTIMES.get(runtime['name'], msg['package'])}")
+                    if kind in ("fingerprint", "entry", "error", "done"):
+                        journal.append(msg)
+                    if kind == "done":
+                        timing["measure_s"] += msg.get("wall_s", 0.0)
+                    if kind == "entry":
+                        units += 1
+                        progress.update(units * progress.total // max(total_units, 1))
+                    if kind == "error" and "key" in msg:
+                        return dict(timing, overhead_s=time.monotonic() - t1 - timing["measure_s"])
+            except AgentExit as exc:
+                raise DeviceFailed(f"device {device.name!r}: {exc}") from None
+            if adaptive:
+                break
+    timing["overhead_s"] = time.monotonic() - t1 - timing["measure_s"]
+    return timing
 
 
 def measure(device: Device, runtime: dict, batch: int, method: Method, entries: list, journal_path: Path,
@@ -168,19 +211,16 @@ def measure(device: Device, runtime: dict, batch: int, method: Method, entries: 
     bar = Progress(len(keys), f"{label} {device.name}", enabled=progress)
     timing = {"export_s": 0.0, "measure_s": 0.0, "overhead_s": 0.0}
     try:
-        done = journal.entries()
-        todo = [e for e in entries if e[0] not in done]
-        bar.update(len(keys) - len(todo))
-        if todo:
-            timing = run_job(device, transport_factory or LocalTransport, runtime, batch, method, todo, journal, bar,
-                             len(keys) - len(todo))
-        done = journal.entries()
-        missing = [k for k in keys if k not in done]
+        timing = run_job(device, transport_factory or LocalTransport, runtime, batch, method, entries, journal, bar)
+        have = journal.by_worker()
+        need = 1 if method.processes <= 1 else method.processes
+        missing = [k for k in keys if len(have.get(k, {})) < need]
         if missing:
             errs = [o for o in journal.lines if o["type"] == "error"]
             why = f" (first error: {errs[-1].get('key')}: {errs[-1].get('message')})" if errs else ""
             raise DeviceFailed(f"device {device.name!r}: {len(missing)} entries not measured{why}; rerun to resume "
                                f"from {journal_path}")
+        done = {k: (have[k][0] if need == 1 else pooled(k, have[k], method)) for k in keys}
     finally:
         bar.close()
         journal.close()

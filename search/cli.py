@@ -1,0 +1,209 @@
+"""Console script ``search``: hard-constrained search on measured tables, and ``search train-supernet``.
+
+    search train-supernet --out CKPT [--data digits|PATH] [--epochs N] [--resolution R]
+    search --lut PATH --target-ms 7,8,9 [--algo bcsfw] [--supernet CKPT] [--json OUT] [--export DIR]
+           [--verify-on DEVICE] [--constraint params<=4M] [--constraint pi4:latency<=40ms]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from profiler.cli import raw_main
+from profiler.errors import BadInput, ExitStatus, LutnasError
+from profiler.lut import Lut, atomic_write_json
+
+
+class Infeasible(LutnasError):
+    status = ExitStatus.INFEASIBLE
+
+
+_UNITS = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "ms": 1.0}
+
+
+def parse_constraint(text: str, luts_root: Path):
+    """``params<=4M``, ``flops<=300M``, ``DEVICE:latency<=40ms`` or ``PATH.json:latency<=40ms`` -> (resource, bound)."""
+    from search.resources import flops_model, params_model
+    from search.latency import LinearResource
+
+    m = re.fullmatch(r"\s*(?:([^:]+):)?(latency|params|flops)\s*<=\s*([0-9.]+)\s*(ms|[kKMG]?)\s*", text)
+    if not m:
+        raise BadInput(f"cannot read constraint {text!r}; write e.g. 'params<=4M' or 'pi4:latency<=40ms'")
+    where, what, value, unit = m.groups()
+    bound = float(value) * _UNITS[unit]
+    from profiler.space import HARDCORE
+
+    if what == "params":
+        return params_model(HARDCORE), bound
+    if what == "flops":
+        return flops_model(HARDCORE), bound
+    if not where:
+        raise BadInput(f"latency constraint {text!r} must name a device or LUT: 'pi4:latency<=40ms'")
+    if where.endswith(".json"):
+        lut = Lut.load(where, space=HARDCORE)
+    else:
+        from profiler.lut import latest
+
+        path = latest(luts_root, where, HARDCORE)
+        if path is None:
+            raise BadInput(f"constraint {text!r}: no LUT for device {where!r} under {luts_root}; profile it first")
+        lut = Lut.load(path, space=HARDCORE)
+    res = LinearResource.from_table(HARDCORE, lut.block_table(), name=f"{lut.device}:latency", unit="ms")
+    return res, bound
+
+
+def capacity_objective(space):
+    """Without a supernet: prefer the most FLOPs within the budget (a capacity proxy), linear in (α, β)."""
+    from search.resources import flops_model
+
+    model = flops_model(space)
+    scale = 1.0 / model.max_value()
+
+    def objective(alpha, beta):
+        ga, gb = model.grad(alpha, beta)
+        return -float(model.predict(alpha, beta)) * scale, -ga * scale, -gb * scale
+
+    return objective
+
+
+def search_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="search", description="Find architectures that meet a latency budget on the "
+                                "measured LUT, with a hard constraint. 'search train-supernet --help' for training.")
+    p.add_argument("--lut", required=True, metavar="PATH", help="measured LUT (profile's output)")
+    p.add_argument("--target-ms", required=True, metavar="T[,T...]", help="latency budget(s) in ms")
+    p.add_argument("--algo", default="bcsfw", help="searcher: bcsfw (default), soft, and others registered")
+    p.add_argument("--supernet", metavar="CKPT", help="trained supernet checkpoint: its validation loss is the "
+                   "objective (default: a FLOPs capacity proxy)")
+    p.add_argument("--constraint", action="append", default=[], metavar="SPEC",
+                   help="extra constraint, repeatable: params<=4M, flops<=300M, DEVICE:latency<=40ms")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    p.add_argument("--export", metavar="DIR", help="export each found network to ONNX in DIR")
+    p.add_argument("--verify-on", metavar="DEVICE", help="measure each found network on DEVICE and report it")
+    p.add_argument("--devices", metavar="FILE", help="device inventory for --verify-on")
+    p.add_argument("--luts", default="luts", metavar="DIR", help="LUT root for device constraints (default luts)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--traceback", action="store_true")
+    return p
+
+
+def run_search(args) -> int:
+    from search.latency import LinearResource
+    from search.problem import ALGOS, InfeasibleTarget, solve
+    from search.resources import flops_model, params_model
+
+    try:
+        targets = [float(t) for t in args.target_ms.split(",")]
+    except ValueError:
+        raise BadInput(f"--target-ms {args.target_ms!r} is not a number or comma-separated numbers") from None
+    if args.algo not in ALGOS:
+        raise BadInput(f"unknown --algo {args.algo!r}; known: {', '.join(sorted(ALGOS))}")
+    lut = Lut.load(args.lut)
+    space = lut.space
+    lut.check_space(space)
+    latency = LinearResource.from_table(space, lut.block_table(), name=f"{lut.device}:latency", unit="ms")
+    constraints = [parse_constraint(c, Path(args.luts)) for c in args.constraint]
+    params, flops = params_model(space), flops_model(space)
+    evaluate = None
+    if args.supernet:
+        from search.supernet import load_checkpoint, make_objective
+        from search.data import load_data
+        from search.train import evaluate as eval_arch
+
+        net, meta = load_checkpoint(args.supernet, space)
+        data = load_data(meta.get("data", "digits"), net.resolution if hasattr(net, "resolution") else 32)
+        xb, yb = next(iter(data.batches("val", batch_size=256, shuffle=False)))
+        objective = make_objective(net, (xb, yb))
+        evaluate = lambda arch: eval_arch(net, arch, data)  # noqa: E731
+        what = f"supernet {args.supernet} validation loss"
+    else:
+        objective = capacity_objective(space)
+        what = "FLOPs capacity proxy (no --supernet)"
+    results = []
+    for t in targets:
+        t0 = time.monotonic()
+        try:
+            r = solve(latency, t, objective, algo=args.algo, constraints=constraints, steps=args.steps, seed=args.seed)
+        except InfeasibleTarget as exc:
+            raise Infeasible(str(exc)) from None
+        row = {"arch": str(r.arch), "target_ms": t, "predicted_ms": float(latency.predict_arch(r.arch)),
+               "params": int(round(params.predict_arch(r.arch))), "flops": int(round(flops.predict_arch(r.arch))),
+               "algo": args.algo, "feasible": bool(r.feasible), "search_s": round(time.monotonic() - t0, 2),
+               "objective": what, "constraints": {res.name: {"value": float(res.predict_arch(r.arch)), "bound": b}
+                                                  for res, b in constraints}}
+        if evaluate is not None:
+            row["accuracy"] = float(evaluate(r.arch))
+        if not r.feasible:
+            raise Infeasible(f"{args.algo} found no architecture within {t} ms (best predicted "
+                             f"{row['predicted_ms']:.3f} ms); try --algo bcsfw or a larger target")
+        results.append((r.arch, row))
+    if args.export:
+        from profiler.export import export_arch
+
+        out = Path(args.export)
+        out.mkdir(parents=True, exist_ok=True)
+        for arch, row in results:
+            src, _ = export_arch(arch)
+            dst = out / f"arch-{row['target_ms']:g}ms.onnx"
+            shutil.copyfile(src, dst)
+            row["onnx"] = str(dst)
+    if args.verify_on:
+        verify(args, [a for a, _ in results], [r for _, r in results], lut)
+    print(f"{'target':>8} {'predicted':>10} {'measured':>14} {'params':>9} {'MFLOPs':>8} {'acc':>6}  architecture")
+    for _, row in results:
+        meas = (f"{row['measured_ms']:.3f}±{row['measured_ci95_ms']:.3f}" if "measured_ms" in row else "-")
+        acc = f"{row['accuracy']:.3f}" if "accuracy" in row else "-"
+        print(f"{row['target_ms']:8.3f} {row['predicted_ms']:10.3f} {meas:>14} {row['params'] / 1e6:8.2f}M "
+              f"{row['flops'] / 1e6:8.1f} {acc:>6}  {row['arch']}")
+    if args.json:
+        atomic_write_json(Path(args.json), {"lut": str(lut.path), "results": [r for _, r in results]}, overwrite=True)
+    return 0
+
+
+def verify(args, archs, rows, lut) -> None:
+    """Measure the found networks on a device with the profiling path; add measured_ms and its CI to each row."""
+    from dataclasses import replace
+
+    from profiler.devices import resolve_device
+    from profiler.lut import lut_dir
+    from profiler.runner import Method, measure
+
+    dev = resolve_device(args.verify_on, args.devices)
+    rt = lut.data["runtime"]
+    runtime = dev.runtime_settings(rt["name"], rt["threads"])
+    method = Method(**{k: v for k, v in lut.data["method"].items() if k in Method.__dataclass_fields__})
+    entries = [(f"net:{a}", a, None) for a in archs]
+    import hashlib
+
+    jid = hashlib.sha256("|".join(map(str, archs)).encode()).hexdigest()[:12]
+    jpath = lut_dir(Path(args.luts), dev.name, lut.space) / f".journal-verify-{jid}.jsonl"
+    done, journal, _ = measure(dev, runtime, lut.data["batch"], replace(method), entries, jpath,
+                               progress=not args.quiet, label="verify")
+    for a, row in zip(archs, rows):
+        e = done[f"net:{a}"]
+        row["measured_ms"], row["measured_ci95_ms"] = e["median_ms"], e["ci95_ms"]
+        row["verified_on"] = dev.name
+        row["meets_target_measured"] = bool(e["median_ms"] - e["ci95_ms"] <= row["target_ms"])
+    journal.remove()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "train-supernet":
+        from search.train import train_main
+
+        return train_main(argv[1:])
+    return raw_main("search", search_parser(), run_search, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The hard-constrained search problem every searcher takes, its result, and ``solve`` with the searcher registry.
+
+HardCoRe-NAS (Nayman et al., ICML 2021) eq. (6): min_{α,β} f(α, β) s.t. LAT(α, β) ≤ T, α_{s,b} ∈ Δ, β_s ∈ Δ, with
+LAT from eq. (3). Here any number of linear resources (eq. (3) form) may be bounded at once; the first is the
+latency target. The objective is an oracle ``objective(alpha, beta) -> (loss, grad_alpha, grad_beta)`` — the frozen
+supernet on a validation batch in real use, an analytic function in tests.
+
+Adding a searcher is one entry in ``ALGOS`` — ``"name": "module:function"`` (imported on first use, so a searcher
+module may import this one) or the function itself — and a function ``(problem: Problem, steps, seed, **kw) ->
+SearchResult``.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from profiler.errors import ExitStatus, LutnasError
+from profiler.space import Arch, Space
+
+from .latency import LinearResource
+
+Objective = Callable[[np.ndarray, np.ndarray], Tuple[float, np.ndarray, np.ndarray]]
+RTOL = 1e-9  # relative slack when checking a bound: below floating-point noise of eq. (3), above nothing else
+
+
+class InfeasibleTarget(LutnasError):
+    """No architecture of the space meets the bound(s); ``minimum`` is the smallest achievable value."""
+
+    status = ExitStatus.INFEASIBLE
+
+    def __init__(self, message: str, minimum: float, target: float, resource: str = "latency"):
+        super().__init__(message)
+        self.minimum, self.target, self.resource = minimum, target, resource
+
+
+class InfeasibleResultWarning(UserWarning):
+    """A searcher returned an architecture that violates a bound (``SearchResult.feasible`` is False)."""
+
+
+class UnknownAlgo(LutnasError, KeyError):
+    status = ExitStatus.BAD_INPUT
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _fmt(v: float, unit: str) -> str:
+    return f"{v:.2f} {unit}" if unit == "ms" else f"{v:.4g}{(' ' + unit) if unit else ''}"
+
+
+@dataclass
+class Problem:
+    """min f(α, β) s.t. R_k(α, β) ≤ bound_k for every (R_k, bound_k) in ``resources``; the first is the latency."""
+
+    space: Space
+    resources: List[Tuple[LinearResource, float]]
+    objective: Objective
+
+    def __post_init__(self) -> None:
+        if not self.resources:
+            raise ValueError("a problem needs at least the latency resource and its target")
+        for res, _ in self.resources:
+            if res.space != self.space:
+                raise ValueError(f"resource {res.name!r} was built for space {res.space.name!r}, not this one")
+        # unique names for traces and results (two LUT latencies may both be called 'latency')
+        names: List[str] = []
+        for res, _ in self.resources:
+            n, k = res.name, 2
+            while n in names:
+                n, k = f"{res.name}#{k}", k + 1
+            names.append(n)
+        self.names = names
+
+    @property
+    def latency(self) -> LinearResource:
+        return self.resources[0][0]
+
+    @property
+    def target(self) -> float:
+        return self.resources[0][1]
+
+    def values(self, alpha: np.ndarray, beta: np.ndarray) -> Dict[str, float]:
+        return {n: float(res.predict(alpha, beta)) for n, (res, _) in zip(self.names, self.resources)}
+
+    def slack(self, bound: float) -> float:
+        return RTOL * max(1.0, abs(bound))
+
+    def feasible(self, alpha: np.ndarray, beta: np.ndarray) -> bool:
+        """Every bound met by (α, β), up to ``RTOL`` relative."""
+        return all(float(res.predict(alpha, beta)) <= b + self.slack(b) for res, b in self.resources)
+
+    def feasible_arch(self, arch: Arch) -> bool:
+        return self.feasible(*arch.one_hot())
+
+    def check(self) -> None:
+        """Refuse bounds no architecture can meet, with the minimum achievable value in the message.
+
+        Raises:
+            InfeasibleTarget: a bound is below its resource's minimum over the space, or the bounds cannot be met
+                together (then ``minimum`` is the smallest latency meeting the other bounds, inf if none does).
+        """
+        for i, (res, bound) in enumerate(self.resources):
+            lo = res.min_value()
+            if bound < lo - self.slack(lo):
+                what, name = ("target", "latency") if i == 0 else (f"{res.name} bound", res.name)
+                raise InfeasibleTarget(f"{what} {_fmt(bound, res.unit)} is below the minimum achievable {name} "
+                                       f"{_fmt(lo, res.unit)} of this space on this "
+                                       f"{'LUT' if res.unit == 'ms' else 'model'}", lo, bound, res.name)
+        if len(self.resources) > 1:
+            from .exact import min_value
+
+            lo = min_value(self.latency, self.resources[1:])
+            if not lo <= self.target + self.slack(self.target):
+                others = ", ".join(f"{n} <= {_fmt(b, r.unit)}" for n, (r, b) in zip(self.names[1:],
+                                                                                     self.resources[1:]))
+                why = ("cannot be met together" if np.isinf(lo) else
+                       f"leave a minimum achievable latency of {_fmt(lo, self.latency.unit)}")
+                raise InfeasibleTarget(f"target {_fmt(self.target, self.latency.unit)} cannot be met: the bounds "
+                                       f"{others} {why}", lo, self.target, self.latency.name)
+
+
+@dataclass
+class SearchResult:
+    """What a searcher found. ``feasible`` is checked on the discrete ``arch`` with every resource's own model."""
+
+    arch: Arch
+    predicted_ms: float  # eq. (3) at the discrete arch, for the latency resource
+    alpha: np.ndarray  # relaxed α at the end of the search (before projection)
+    beta: np.ndarray
+    trace: List[dict]  # per step: step, objective, latency and every resource's value at ζ_t
+    algo: str
+    feasible: bool
+    resources: Dict[str, float]  # name -> value at the discrete arch
+    target_ms: float = float("nan")
+    info: dict = field(default_factory=dict)  # searcher-specific: projection path, timings, ...
+
+
+def finish(problem: Problem, algo: str, arch: Arch, alpha: np.ndarray, beta: np.ndarray, trace: List[dict],
+           info: Optional[dict] = None) -> SearchResult:
+    """Build the result of a searcher, checking the discrete arch against every bound; warn if one is violated."""
+    a, b = arch.one_hot()
+    values = problem.values(a, b)
+    feasible = problem.feasible(a, b)
+    if not feasible:
+        over = ", ".join(f"{n} {values[n]:.4g} > {bound:.4g}" for n, (_, bound) in zip(problem.names,
+                                                                                      problem.resources)
+                         if values[n] > bound + problem.slack(bound))
+        warnings.warn(f"{algo} returned an architecture that violates its bounds: {over}", InfeasibleResultWarning,
+                      stacklevel=3)
+    return SearchResult(arch=arch, predicted_ms=values[problem.names[0]], alpha=alpha, beta=beta, trace=trace,
+                        algo=algo, feasible=feasible, resources=values, target_ms=problem.target,
+                        info=dict(info or {}))
+
+
+def trace_row(problem: Problem, step: int, loss: float, alpha: np.ndarray, beta: np.ndarray, **extra) -> dict:
+    row = {"step": step, "objective": float(loss)}
+    vals = problem.values(alpha, beta)
+    row["latency"] = vals[problem.names[0]]
+    row.update(vals)
+    row.update(extra)
+    return row
+
+
+# name -> "module:function" (imported on first use) or the function itself
+ALGOS: Dict[str, Union[str, Callable[..., SearchResult]]] = {
+    "bcsfw": "search.bcsfw:bcsfw",
+    "soft": "search.soft:soft",
+}
+
+
+def get_algo(name: str) -> Callable[..., SearchResult]:
+    try:
+        entry = ALGOS[name]
+    except KeyError:
+        raise UnknownAlgo(f"unknown searcher {name!r}; known: {', '.join(sorted(ALGOS))}") from None
+    if isinstance(entry, str):
+        module, _, fn = entry.partition(":")
+        entry = getattr(importlib.import_module(module), fn)
+    return entry
+
+
+def as_resource(lut_or_model, name: str = "latency", unit: str = "ms") -> LinearResource:
+    """A LinearResource as is, or a LUT (anything with ``block_table()`` and ``.space``) through eq. (3)."""
+    if isinstance(lut_or_model, LinearResource):
+        return lut_or_model
+    if hasattr(lut_or_model, "block_table") and hasattr(lut_or_model, "space"):
+        device = getattr(lut_or_model, "device", None)
+        return LinearResource.from_table(lut_or_model.space, lut_or_model.block_table(),
+                                         name=f"{device}:{name}" if isinstance(device, str) else name, unit=unit)
+    raise TypeError(f"expected a LinearResource or a LUT with block_table() and .space, got "
+                    f"{type(lut_or_model).__name__}")
+
+
+def solve(lut_or_model, target_ms: float, objective: Objective, algo: str = "bcsfw",
+          constraints: Sequence[Tuple[LinearResource, float]] = (), steps: int = 300, seed: int = 0,
+          **kw) -> SearchResult:
+    """Search the space for an architecture with latency ≤ ``target_ms`` (and every other bound) minimising f.
+
+    Args:
+        lut_or_model: the latency model — a LinearResource, or a LUT (``block_table()`` and ``.space``).
+        target_ms: T of eq. (6), in the model's unit.
+        objective: ``objective(alpha, beta) -> (loss, grad_alpha, grad_beta)``; α (S, B, C), β (S, D) numpy.
+        algo: a key of ``ALGOS``.
+        constraints: further (LinearResource, bound) pairs, all enforced.
+        steps, seed, **kw: passed to the searcher.
+
+    Returns:
+        SearchResult; ``feasible`` False (with an ``InfeasibleResultWarning``) only from searchers without a hard
+        guarantee, such as "soft".
+
+    Raises:
+        InfeasibleTarget: no architecture meets the bounds (checked before searching).
+        UnknownAlgo: ``algo`` is not registered.
+    """
+    latency = as_resource(lut_or_model)
+    fn = get_algo(algo)
+    problem = Problem(latency.space, [(latency, float(target_ms))] + [(r, float(b)) for r, b in constraints],
+                      objective)
+    problem.check()
+    return fn(problem, steps=steps, seed=seed, **kw)

@@ -53,6 +53,9 @@ def atomic_write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
     except OSError as exc:
         raise NotWritable(f"cannot write to {path.parent}: {exc.strerror}; choose another --out") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; a LUT is for others to read
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, sort_keys=True, indent=1)
             f.write("\n")

@@ -1,0 +1,33 @@
+"""Run every benchmark (``make bench``; ``make bench-quick`` passes --quick to those that have it).
+
+Figures measured with these scripts are recorded, with the exact command, in docs/BENCHMARKS.md.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# (script, arguments, arguments with --quick)
+BENCHES = [
+    ("bench_profile.py", [], ["--nets", "8"]),
+    ("bench_search.py", [], ["--quick"]),
+    ("bench_ssh.py", [], ["--blocks", "4", "--budget", "0.5", "--reps", "1"]),
+    ("bench_supernet.py", [], ["--quick"]),
+]
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv[1:]
+    failed = []
+    for script, args, quick_args in BENCHES:
+        cmd = [sys.executable, str(HERE / script), *(quick_args if quick else args)]
+        print(f"== {' '.join(cmd[1:])}", flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            failed.append(script)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

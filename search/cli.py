@@ -120,7 +120,8 @@ def run_search(args) -> int:
         from search.train import evaluate as eval_arch
 
         net, meta = load_checkpoint(args.supernet, space)
-        data = load_data(meta.get("data", "digits"), net.resolution if hasattr(net, "resolution") else 32)
+        train = meta.get("train") or {}
+        data = load_data(train.get("data", "digits"), net.settings.resolution)
         xb, yb = next(iter(data.batches("val", batch_size=256, shuffle=False)))
         objective = make_objective(net, (xb, yb))
         evaluate = lambda arch: eval_arch(net, arch, data)  # noqa: E731

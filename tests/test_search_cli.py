@@ -1,0 +1,60 @@
+"""`search` end to end on the committed local LUT: capacity proxy, a tiny supernet, and bad input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+LUT = sorted((Path(__file__).resolve().parent.parent / "luts" / "local" / "hardcore-mbv3").glob("*-cal-*.json"))[-1]
+
+
+def run(*args, timeout=300):
+    return subprocess.run([str(BIN / "search"), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def test_search_meets_every_target_by_prediction(tmp_path):
+    out = tmp_path / "r.json"
+    r = run("--lut", LUT, "--target-ms", "3,4.5,6", "--steps", "100", "--json", out, "--export", tmp_path / "onnx")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())["results"]
+    assert [x["target_ms"] for x in res] == [3.0, 4.5, 6.0]
+    for x in res:
+        assert x["feasible"] and x["predicted_ms"] <= x["target_ms"]
+        assert x["predicted_ms"] > 0.9 * x["target_ms"]  # the capacity objective uses the budget, not a corner
+        assert Path(x["onnx"]).exists()
+    assert res[0]["flops"] < res[1]["flops"] < res[2]["flops"]
+
+
+def test_extra_constraint_is_met(tmp_path):
+    out = tmp_path / "r.json"
+    r = run("--lut", LUT, "--target-ms", "6", "--constraint", "params<=4M", "--steps", "100", "--json", out)
+    assert r.returncode == 0, r.stderr
+    x = json.loads(out.read_text())["results"][0]
+    assert x["params"] <= 4e6 and x["predicted_ms"] <= 6.0
+
+
+@pytest.mark.parametrize("args, code, msg", [
+    (["--target-ms", "1.0"], 13, "below the minimum achievable latency"),
+    (["--target-ms", "fast"], 14, "is not a number"),
+    (["--target-ms", "5", "--algo", "magic"], 14, "unknown --algo 'magic'"),
+    (["--target-ms", "5", "--supernet", "/nonexistent.pt"], 14, "/nonexistent.pt"),
+    (["--target-ms", "5", "--constraint", "params<4M"], 14, "cannot read constraint"),
+])
+def test_bad_input_is_one_line_with_its_exit_code(args, code, msg):
+    r = run("--lut", LUT, *args)
+    assert r.returncode == code, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and msg in r.stderr
+
+
+def test_search_with_a_tiny_supernet_reports_accuracy(tmp_path):
+    ckpt = tmp_path / "tiny.pt"
+    r = run("train-supernet", "--out", ckpt, "--epochs", "1", "--resolution", "16", "--width", "0.25", "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "r.json"
+    r = run("--lut", LUT, "--target-ms", "5", "--supernet", ckpt, "--steps", "20", "--json", out)
+    assert r.returncode == 0, r.stderr
+    x = json.loads(out.read_text())["results"][0]
+    assert 0.0 <= x["accuracy"] <= 1.0 and x["predicted_ms"] <= 5.0
+    assert "supernet" in x["objective"]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from profiler.devices import LOCAL  # noqa: E402
 from profiler.lut import Lut  # noqa: E402
 from profiler.runner import Method, measure  # noqa: E402
-from profiler.space import HARDCORE, random_arch  # noqa: E402
+from profiler.space import random_arch  # noqa: E402
 
 
 def agreement(a, b):

@@ -6,12 +6,13 @@ never leaves a truncated model in the cache.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Tuple
+from typing import Callable, Iterator, Tuple
 
 OPSET = 17
 
@@ -30,25 +31,31 @@ def cache_key(name: str, input_shape: Tuple[int, ...], fmt: str = "onnx") -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def export_onnx(module, input_shape: Tuple[int, ...], path: Path) -> Path:
-    """Export ``module`` at a fixed ``input_shape`` to ``path`` atomically."""
-    import torch
-
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[str]:
+    """Yield a temporary name beside ``path``; rename it to ``path`` only if the block finishes without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    x = torch.randn(*input_shape)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, once per block
-            torch.onnx.export(module.eval(), (x,), tmp, input_names=["x"], output_names=["y"], opset_version=OPSET,
-                              do_constant_folding=True, dynamo=False)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def export_onnx(module, input_shape: Tuple[int, ...], path: Path) -> Path:
+    """Export ``module`` at a fixed ``input_shape`` to ``path`` atomically."""
+    import torch
+
+    x = torch.randn(*input_shape)
+    with atomic_file(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, once per block
+        torch.onnx.export(module.eval(), (x,), tmp, input_names=["x"], output_names=["y"], opset_version=OPSET,
+                          do_constant_folding=True, dynamo=False)
+    return Path(path)
 
 
 def cached(name: str, input_shape: Tuple[int, ...], build: Callable[[], object], fmt: str = "onnx") -> Tuple[Path, bool]:

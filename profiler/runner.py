@@ -15,7 +15,7 @@ import numpy as np
 from .devices import RUNTIMES, Device
 from .errors import DeviceFailed, NotWritable, RuntimeMissing
 from .journal import Journal
-from .lut import Lut, boundary_key, lut_dir, lut_filename
+from .lut import Lut, lut_dir, lut_filename
 from .progress import Progress
 from .space import Arch, BlockSpec, Space
 from .transport import AgentExit, LocalTransport

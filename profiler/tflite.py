@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Tuple
@@ -33,20 +31,12 @@ def export_tflite(module, input_shape: Tuple[int, ...], path: Path) -> Path:
     """
     import torch
 
+    from .export import atomic_file
+
     litert_torch = _litert_torch()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.randn(*input_shape)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # litert-torch prints a progress tree on stdout; the CLI's stdout carries only result paths
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            edge = litert_torch.convert(module.eval(), (x,))
-            edge.export(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # litert-torch prints a progress tree on stdout; the CLI's stdout carries only result paths
+    with atomic_file(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        litert_torch.convert(module.eval(), (x,)).export(tmp)
+    return Path(path)

@@ -11,14 +11,14 @@ import json
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
 from .errors import BadInput, BadLut
 from .lut import Lut, atomic_write_json, latest, lut_dir
 from .runner import Method, measure
-from .space import Arch, Space, random_arch
+from .space import Arch, Space
 
 
 def predictor(lut: Lut, calibrated: bool = True):

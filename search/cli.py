@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import sys
@@ -15,7 +14,6 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 
 from profiler.cli import raw_main
 from profiler.errors import BadInput, ExitStatus, LutnasError

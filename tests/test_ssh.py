@@ -1,6 +1,5 @@
 """Devices over SSH, against a real OpenSSH sshd on loopback (tests/sshd.py): TFLite and ONNX Runtime presets,
 faults mid-run, host keys, hostile work directories, several devices at once; plus the inventory file's checks."""
-import os
 import subprocess
 import sys
 import threading

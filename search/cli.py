@@ -24,6 +24,9 @@ class Infeasible(LutnasError):
     status = ExitStatus.INFEASIBLE
 
 
+# what the JSON keeps of a searcher's info: the work it did and whether reusable state was reused
+SEARCHER_INFO = ("runs", "sweep_runs", "graph_source", "kprime", "trained", "cache", "evaluations", "objective_evals",
+                 "violating_steps")
 _UNITS = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "ms": 1.0}
 
 
@@ -83,6 +86,11 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--constraint", action="append", default=[], metavar="SPEC",
                    help="extra constraint, repeatable: params<=4M, flops<=300M, DEVICE:latency<=40ms")
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--draws", type=int, metavar="N", help="hypernet: complexity vectors S drawn per training step "
+                   "(default 16); training costs steps x draws objective calls")
+    p.add_argument("--state-dir", metavar="DIR", help="where DCA lookup graphs and trained hypernetworks are kept, "
+                   "keyed by objective and tables, so a later search reuses them (default $LUTNAS_CACHE/search, "
+                   "i.e. ~/.cache/lutnas/search; '' keeps nothing)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.add_argument("--export", metavar="DIR", help="export each found network to ONNX in DIR")
@@ -124,14 +132,18 @@ def run_search(args) -> int:
         objective = make_objective(net, (xb, yb))
         evaluate = lambda arch: eval_arch(net, arch, data)  # noqa: E731
         what = f"supernet {args.supernet} validation loss"
+        objective_key = f"supernet-{file_digest(args.supernet)}-val256"
     else:
         objective = capacity_objective(space)
         what = "FLOPs capacity proxy (no --supernet)"
+        objective_key = f"flops-capacity-{space.hash}"
+    options = algo_options(args, objective_key)
     results = []
     for t in targets:
         t0 = time.monotonic()
         try:
-            r = solve(latency, t, objective, algo=args.algo, constraints=constraints, steps=args.steps, seed=args.seed)
+            r = solve(latency, t, objective, algo=args.algo, constraints=constraints, steps=args.steps, seed=args.seed,
+                      **options)
         except InfeasibleTarget as exc:
             raise Infeasible(str(exc)) from None
         row = {"arch": str(r.arch), "target_ms": t, "predicted_ms": float(latency.predict_arch(r.arch)),
@@ -139,6 +151,7 @@ def run_search(args) -> int:
                "algo": args.algo, "feasible": bool(r.feasible), "search_s": round(time.monotonic() - t0, 2),
                "objective": what, "constraints": {res.name: {"value": float(res.predict_arch(r.arch)), "bound": b}
                                                   for res, b in constraints}}
+        row["searcher"] = {k: r.info[k] for k in SEARCHER_INFO if k in r.info}
         if evaluate is not None:
             row["accuracy"] = float(evaluate(r.arch))
         if not r.feasible:
@@ -166,6 +179,41 @@ def run_search(args) -> int:
     if args.json:
         atomic_write_json(Path(args.json), {"lut": str(lut.path), "results": [r for _, r in results]}, overwrite=True)
     return 0
+
+
+def file_digest(path, n: int = 16) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n]
+
+
+def algo_options(args, objective_key: str) -> dict:
+    """Searcher-specific keyword arguments from the command line: draws, and where reusable state is kept."""
+    from profiler.export import cache_dir
+
+    if args.draws is not None and args.algo != "hypernet":
+        raise BadInput(f"--draws is a hypernet setting; --algo {args.algo} does not take it")
+    if args.draws is not None and args.draws < 1:
+        raise BadInput(f"--draws {args.draws}: need at least 1")
+    state = cache_dir() / "search" if args.state_dir is None else (Path(args.state_dir) if args.state_dir else None)
+    if state is not None and args.algo in ("dca", "hypernet"):
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"--state-dir {str(state)!r} cannot be created ({exc.strerror}); choose another "
+                           f"or pass --state-dir ''") from None
+    if args.algo == "dca":
+        return {} if state is None else {"objective_key": objective_key, "graph_path": state / "dca-graphs.json"}
+    if args.algo == "hypernet":
+        opts = {} if args.draws is None else {"batch": args.draws}
+        if state is not None:
+            opts["cache_path"] = state / f"hypernet-{objective_key}.pt"
+        return opts
+    return {}
 
 
 def verify(args, archs, rows, lut) -> None:

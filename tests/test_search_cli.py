@@ -43,6 +43,7 @@ def test_extra_constraint_is_met(tmp_path):
     (["--target-ms", "5", "--algo", "magic"], 14, "unknown --algo 'magic'"),
     (["--target-ms", "5", "--supernet", "/nonexistent.pt"], 14, "/nonexistent.pt"),
     (["--target-ms", "5", "--constraint", "params<4M"], 14, "cannot read constraint"),
+    (["--target-ms", "5", "--draws", "4"], 14, "--draws is a hypernet setting; --algo bcsfw does not take it"),
 ])
 def test_bad_input_is_one_line_with_its_exit_code(args, code, msg):
     r = run("--lut", LUT, *args)
@@ -66,9 +67,27 @@ def test_search_with_a_tiny_supernet_reports_accuracy(tmp_path):
 def test_every_hard_constrained_searcher_through_the_cli(algo, tmp_path):
     out = tmp_path / "r.json"
     r = run("--lut", LUT, "--target-ms", "3.5,6", "--algo", algo, "--steps", "60", "--constraint", "params<=5M",
-            "--json", out)
+            "--json", out, "--state-dir", tmp_path / "state")
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())["results"]
     assert [x["target_ms"] for x in res] == [3.5, 6.0]
     for x in res:
         assert x["algo"] == algo and x["feasible"] and x["predicted_ms"] <= x["target_ms"] and x["params"] <= 5e6
+
+
+@pytest.mark.parametrize("algo,reused", [("dca", lambda s: s["sweep_runs"] == 0 and s["graph_source"] == "file"),
+                                          ("hypernet", lambda s: not s["trained"] and s["cache"] == "disk")])
+def test_state_dir_lets_a_second_process_reuse_the_graph_or_the_hypernetwork(algo, reused, tmp_path):
+    state = tmp_path / "state"
+    args = ["--lut", LUT, "--target-ms", "4.5", "--algo", algo, "--steps", "40", "--state-dir", state]
+    if algo == "hypernet":
+        args += ["--draws", "4"]
+    first, second = tmp_path / "1.json", tmp_path / "2.json"
+    assert run(*args, "--json", first).returncode == 0
+    assert any(state.iterdir())
+    r = run(*args, "--json", second)
+    assert r.returncode == 0, r.stderr
+    a, b = (json.loads(f.read_text())["results"][0] for f in (first, second))
+    assert not reused(a["searcher"]) and reused(b["searcher"])
+    assert b["arch"] == a["arch"] and b["predicted_ms"] <= 4.5
+

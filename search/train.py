@@ -42,6 +42,15 @@ class TrainSettings:
     weight_decay: float = 4e-5
     seed: int = 0
     mode: str = "multipath"
+    # Without these the recipe was fragile: from a fresh start at lr 0.1 (5 steps an epoch on digits) 1 of 4 seeds
+    # and a 2-thread rerun of a good seed diverged for a while and ended at 5x the loss (docs/BENCHMARKS.md,
+    # "Supernet"). A linear warm-up over the first steps and a clipped gradient norm keep every start on course.
+    warmup: float = 0.1  # fraction of all steps over which lr ramps linearly from 0 to its peak
+    clip: float = 5.0  # gradient-norm clip (0 = none)
+
+
+# checkpoints written before warmup and clip existed were trained without them
+LEGACY = {"warmup": 0.0, "clip": 0.0}
 
 
 def _optimizer(net: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -54,6 +63,15 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def learning_rate(s: TrainSettings, step: int, total: int) -> float:
+    """Linear warm-up over the first ``s.warmup`` of the steps, then cosine decay to 0 (at the step's start)."""
+    t = step / max(total, 1)
+    if t < s.warmup:
+        return s.lr * (step + 1) / max(1.0, s.warmup * total)
+    u = (t - s.warmup) / (1.0 - s.warmup) if s.warmup < 1 else 1.0
+    return 0.5 * s.lr * (1 + math.cos(math.pi * u))
+
+
 def _run_epoch(net: Supernet, ds: Dataset, s: TrainSettings, opt: torch.optim.Optimizer, epoch: int, epochs: int,
                arch: Optional[Arch], bar: Progress, done: int) -> Tuple[float, int]:
     net.train()
@@ -62,12 +80,13 @@ def _run_epoch(net: Supernet, ds: Dataset, s: TrainSettings, opt: torch.optim.Op
     steps = max(1, len(ds.y_train) // s.batch_size)
     total_loss, n = 0.0, 0
     for i, (x, y) in enumerate(ds.batches("train", s.batch_size, generator=g)):
-        t = (epoch * steps + i) / (epochs * steps)
         for group in opt.param_groups:
-            group["lr"] = 0.5 * s.lr * (1 + math.cos(math.pi * t))
+            group["lr"] = learning_rate(s, epoch * steps + i, epochs * steps)
         loss = F.cross_entropy(net(x, arch=arch), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if s.clip > 0:
+            nn.utils.clip_grad_norm_(net.parameters(), s.clip)
         opt.step()
         total_loss += float(loss.detach()) * len(y)
         n += len(y)
@@ -80,7 +99,7 @@ def _run_epoch(net: Supernet, ds: Dataset, s: TrainSettings, opt: torch.optim.Op
 def train_supernet(out: Union[str, Path], data: Union[str, Dataset] = "digits", epochs: int = 30,
                    resolution: int = 32, batch_size: int = 256, lr: float = 0.1, seed: int = 0,
                    mode: str = "multipath", progress: bool = True, resume: bool = False, width: float = 1.0,
-                   space: Space = HARDCORE) -> Path:
+                   space: Space = HARDCORE, warmup: float = 0.1, clip: float = 5.0) -> Path:
     """Train the supernet and return the checkpoint path.
 
     Args:
@@ -90,19 +109,23 @@ def train_supernet(out: Union[str, Path], data: Union[str, Dataset] = "digits", 
         resolution: training resolution in pixels (the supernet's own, not the LUT's 224).
         mode: "multipath" (a path per sample, eqs. 4–5) or "singlepath" (a path per batch).
         resume: continue from ``out``'s last finished epoch; without it an existing ``out`` is refused.
+        warmup, clip: linear lr warm-up over this fraction of the steps; gradient-norm clip (``TrainSettings``).
     Raises:
         WouldOverwrite, CheckpointError, CheckpointMismatch, DataError, SupernetError, TrainingInterrupted.
     """
     if mode not in MODES:
         raise SupernetError(f"unknown training mode {mode!r}; expected one of {', '.join(MODES)}")
     out = Path(out)
-    settings = TrainSettings(str(getattr(data, "name", data)), resolution, width, batch_size, lr, 4e-5, seed, mode)
+    if not 0.0 <= warmup < 1.0 or clip < 0:
+        raise SupernetError(f"warmup {warmup} must be in [0, 1) and clip {clip} >= 0")
+    settings = TrainSettings(str(getattr(data, "name", data)), resolution, width, batch_size, lr, 4e-5, seed, mode,
+                             warmup, clip)
     ds = load_data(data, resolution)
     history: List[dict] = []
     start = 0
     if resume:
         net, extra = load_checkpoint(out, space)
-        old = TrainSettings(**extra.get("train", {}))
+        old = TrainSettings(**{**LEGACY, **extra.get("train", {})})
         if old != settings:
             diff = ", ".join(f"{k}={v!r} (checkpoint {getattr(old, k)!r})" for k, v in asdict(settings).items()
                              if getattr(old, k) != v)
@@ -215,6 +238,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256; multi-path needs "
                    "enough samples per config for BatchNorm)")
     p.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate (default 0.1)")
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps with a linear lr warm-up "
+                   "(default 0.1)")
+    p.add_argument("--clip", type=float, default=5.0, help="gradient-norm clip, 0 for none (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=MODES, default="multipath", help="a path per sample (default) or per batch")
     p.add_argument("--resume", action="store_true", help="continue CKPT from its last finished epoch")
@@ -226,7 +252,8 @@ def train_parser() -> argparse.ArgumentParser:
 def _run_train(args) -> int:
     path = train_supernet(args.out, data=args.data, epochs=args.epochs, resolution=args.resolution,
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, mode=args.mode,
-                          progress=not args.quiet, resume=args.resume, width=args.width)
+                          progress=not args.quiet, resume=args.resume, width=args.width, warmup=args.warmup,
+                          clip=args.clip)
     print(path)
     return 0
 

@@ -230,3 +230,34 @@ def test_cli_bad_data_is_one_line(tmp_path, capsys):
     rc = train_main(["--out", str(tmp_path / "x.pt"), "--data", str(tmp_path / "missing"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert rc == DataError.status and len(err.splitlines()) == 1 and "missing" in err
+
+
+def test_learning_rate_warms_up_then_decays_and_legacy_is_plain_cosine():
+    import math
+
+    from search.train import TrainSettings, learning_rate
+
+    s, total = TrainSettings(lr=0.1, warmup=0.1), 150
+    lrs = [learning_rate(s, i, total) for i in range(total)]
+    assert lrs[0] < 0.01 and all(a < b for a, b in zip(lrs[:15], lrs[1:15]))  # linear ramp over 15 steps
+    assert max(lrs) == pytest.approx(0.1, rel=1e-6) and lrs[-1] < 1e-3
+    assert all(a >= b for a, b in zip(lrs[15:], lrs[16:]))  # then cosine, never up again
+    legacy = TrainSettings(lr=0.1, warmup=0.0)
+    assert [learning_rate(legacy, i, total) for i in range(total)] == pytest.approx(
+        [0.05 * (1 + math.cos(math.pi * i / total)) for i in range(total)])
+
+
+def test_a_checkpoint_from_before_warmup_and_clip_resumes_only_with_its_own_recipe(tmp_path, digits):
+    from search.supernet import save_checkpoint as save
+
+    out = tmp_path / "old.pt"
+    kw = dict(resolution=RES, width=WIDTH, batch_size=128, lr=0.1, progress=False)
+    train_supernet(out, digits, epochs=1, warmup=0.0, clip=0.0, **kw)
+    net, extra = load_checkpoint(out)
+    for k in ("warmup", "clip"):  # as written before these settings existed
+        del extra["train"][k]
+    save(out, net, **extra)
+    with pytest.raises(Exception, match=r"warmup=0\.1 \(checkpoint 0\.0\)"):
+        train_supernet(out, digits, epochs=2, resume=True, **kw)
+    train_supernet(out, digits, epochs=2, resume=True, warmup=0.0, clip=0.0, **kw)
+    assert load_checkpoint(out)[1]["epoch"] == 2

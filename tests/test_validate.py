@@ -116,3 +116,4 @@ def test_drift_tells_a_changed_device_from_the_lut(lut_path, tmp_path):
     assert f"runs its blocks at {d['ratio']:.3f}x the times in {halved}" in r.stderr
     assert "re-profile with: profile --device local" in r.stderr
     assert float(r.stdout.strip()) == pytest.approx(d["ratio"], abs=1e-4)
+

@@ -20,6 +20,7 @@ class Progress:
         self._last = 0.0
 
     def update(self, done: int, note: str = "") -> None:
+        done = min(done, self.total)  # extra work past the plan (more samples for some entries) is said in the note
         self.done = done
         now = time.monotonic()
         if not self.enabled or (now - self._last < (0.2 if self.tty else 10.0) and done < self.total):

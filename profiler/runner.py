@@ -166,17 +166,18 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
     need = 1 if adaptive else method.processes
     total_units = len(entries) * need
     t1 = time.monotonic()
-    warned = False
+    warned, note = False, ""
     with transport_factory() as transport:
         while True:
             have = journal.by_worker()
             units = sum(min(len(have.get(k, {})), need) for k in spec)
-            progress.update(units * progress.total // max(total_units, 1))
+            progress.update(units * progress.total // max(total_units, 1), note)
             todo = [k for k in spec if len(have.get(k, {})) < need]
             if not todo and not adaptive and need < method.max_processes:
                 # entries whose pooled CI is still too wide get one more worker each round of this loop
                 todo = [k for k in spec if "ci_not_reached" in pooled(k, have[k], method)["flags"]
                         and len(have[k]) < method.max_processes]
+                note = f"{len(todo)} entries above the CI target: one more worker each" if todo else ""
             if not todo:
                 break
             worker = min(len(have.get(k, {})) for k in todo)
@@ -201,7 +202,7 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
                         timing["measure_s"] += msg.get("wall_s", 0.0)
                     if kind == "entry":
                         units += 1
-                        progress.update(units * progress.total // max(total_units, 1))
+                        progress.update(units * progress.total // max(total_units, 1), note)
                     if kind == "error" and "key" in msg:
                         return dict(timing, overhead_s=time.monotonic() - t1 - timing["measure_s"])
             except AgentExit as exc:

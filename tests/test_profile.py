@@ -185,3 +185,18 @@ def test_busy_device_warns_once_with_its_load(capsys):
     assert busy_warning("local", {"loadavg": [3.9, 3.5, 2.5], "cpu_count": 2})
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'local' is busy (load average 3.90 on 2 cores)" in err[0]
+
+
+def test_progress_never_shows_more_done_than_planned():
+    """Entries that miss the CI target get extra workers after the planned work: the bar stays at total and says
+    why, instead of counting 166/159."""
+    import io
+
+    from profiler.progress import Progress
+
+    out = io.StringIO()
+    bar = Progress(159, "profile local", stream=out)
+    bar.update(159)
+    bar.update(166, "7 entries above the CI target: one more worker each")
+    last = out.getvalue().strip().splitlines()[-1]
+    assert bar.done == 159 and " 159/159 " in last and "166" not in last and "one more worker" in last

@@ -35,8 +35,10 @@ def test_validate_writes_report_and_plot(lut_path, tmp_path):
     assert rep["n"] == 6 and len(rep["networks"]) == 6
     # the prediction is the LUT's: a loose but real check that blocks predict networks on this machine
     assert 0.7 < rep["ratio"] < 1.3
-    drift = rep["device_vs_lut"]  # anchor blocks re-measured alongside the networks
-    assert len(drift["anchors"]) == 8 and 0.7 < drift["ratio"] < 1.3
+    drift = rep["device_vs_lut"]  # anchor blocks re-measured in their own pass
+    # loose: this VM's host has moved the same blocks by up to 1.36x within minutes (docs/BENCHMARKS.md); the bound
+    # catches unit or key mix-ups (1000x, a pair compared with a block), not the host
+    assert len(drift["anchors"]) == 8 and 0.5 < drift["ratio"] < 2.0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(lut_path.parent.glob(".journal-validate-*"))
 
@@ -106,13 +108,19 @@ def test_drift_tells_a_changed_device_from_the_lut(lut_path, tmp_path):
     halved = tmp_path / "halved" / lut_path.name
     halved.parent.mkdir()
     halved.write_text(json.dumps(data))
-    report = tmp_path / "drift.json"
-    r = subprocess.run([str(BIN / "validate"), "--lut", str(halved), "--out", str(tmp_path), "--drift", "--anchors", "4",
-                        "--budget", "0.3", "--json", str(report), "--quiet"], capture_output=True, text=True,
-                       timeout=600)
+    report, same = tmp_path / "drift.json", tmp_path / "same.json"
+
+    def drift(lut, out):
+        return subprocess.run([str(BIN / "validate"), "--lut", str(lut), "--out", str(tmp_path), "--drift",
+                               "--anchors", "4", "--budget", "0.3", "--json", str(out), "--quiet"],
+                              capture_output=True, text=True, timeout=600)
+
+    r = drift(halved, report)
     assert r.returncode == 0, r.stderr
-    d = json.loads(report.read_text())["device_vs_lut"]
-    assert len(d["anchors"]) == 4 and 1.5 < d["ratio"] < 3.0 and d["stale"]
+    unchanged = drift(lut_path, same)  # right after: the host's own state, which moves on this VM, divides out
+    assert unchanged.returncode == 0, unchanged.stderr
+    d, base = (json.loads(f.read_text())["device_vs_lut"] for f in (report, same))
+    assert len(d["anchors"]) == 4 and 1.5 < d["ratio"] / base["ratio"] < 2.7 and d["stale"]
     assert f"runs its blocks at {d['ratio']:.3f}x the times in {halved}" in r.stderr
     assert "re-profile with: profile --device local" in r.stderr
     assert float(r.stdout.strip()) == pytest.approx(d["ratio"], abs=1e-4)

@@ -108,8 +108,8 @@ def validate_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true", help="fit measured = a*predicted + b on half the networks "
                    "and, if it improves the other half, store it with the LUT as a new version")
     p.add_argument("--budget", type=float, default=4.0, metavar="S", help="seconds of timed calls per network")
-    p.add_argument("--anchors", type=int, default=8, metavar="N", help="LUT blocks re-measured with the networks "
-                   "to tell a changed device from a wrong model (default 8; 0: none)")
+    p.add_argument("--anchors", type=int, default=8, metavar="N", help="LUT blocks re-measured in their own pass "
+                   "before the networks, to tell a changed device from a wrong model (default 8; 0: none)")
     p.add_argument("--drift", action="store_true", help="only re-measure the anchor blocks and print the device's "
                    "speed relative to the LUT (warns when off by more than 5 %%)")
     return p

@@ -50,13 +50,24 @@ def test_agent_protocol_fingerprint_first_entries_then_done(tmp_path):
 
 
 def test_ci_shrinks_with_more_samples(tmp_path):
+    """More repeats of the same block give a narrower CI of its median.
+
+    Two separate runs cannot show it reliably here: a run of 15 calls can fall inside one quiet stretch while 400
+    calls span this host's speed swings (CI found: 4.2 % at n=15 vs 4.7 % at n=400). So the relation is taken on one
+    real run's samples: the agent's CI over all of them against its CI over random 15-call subsets of them."""
+    from agents.lutnas_agent import bootstrap_ci
+
     b = [HARDCORE.searchable_blocks()[30]]
     loose = [x for x in run_agent(tmp_path, b, target_ci=0.5, min_n=15) if x["type"] == "entry"][0]
     tight = [x for x in run_agent(tmp_path, b, target_ci=0.0, min_n=15, budget_s=0.6, max_n=400)
              if x["type"] == "entry"][0]
-    assert tight["n"] > 4 * loose["n"]
-    assert tight["ci95_ms"] / tight["median_ms"] < loose["ci95_ms"] / loose["median_ms"]
-    assert "ci_not_reached" in tight["flags"]
+    assert loose["n"] == 15 and tight["n"] > 4 * loose["n"]
+    assert "ci_not_reached" in tight["flags"] and "ci_not_reached" not in loose["flags"]
+    x = np.asarray(tight["samples_ms"])
+    assert tight["ci95_ms"] == pytest.approx(bootstrap_ci(x), rel=1e-3)
+    rng = np.random.default_rng(0)
+    small = [bootstrap_ci(rng.choice(x, 15, replace=False)) for _ in range(20)]
+    assert bootstrap_ci(x) < np.median(small)
 
 
 def test_measured_relations_hold_despite_noise(tmp_path):

@@ -110,6 +110,10 @@ def validate_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=4.0, metavar="S", help="seconds of timed calls per network")
     p.add_argument("--anchors", type=int, default=8, metavar="N", help="LUT blocks re-measured in their own pass "
                    "before the networks, to tell a changed device from a wrong model (default 8; 0: none)")
+    p.add_argument("--cycles", type=int, default=0, metavar="N", help="also re-measure all the LUT's entries, in N "
+                   "passes alternating with N passes of the networks (each with 1/N of the workers), and report the "
+                   "prediction from that same-run table: the latency model's error with the device's state held "
+                   "fixed, apart from how far the device moved since profiling (default 0: off)")
     p.add_argument("--drift", action="store_true", help="only re-measure the anchor blocks and print the device's "
                    "speed relative to the LUT (warns when off by more than 5 %%)")
     return p

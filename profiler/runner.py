@@ -115,14 +115,26 @@ def model_format(runtime: str) -> str:
 
 def pooled(key: str, lines: Dict[int, dict], method: Method) -> dict:
     """One entry from the samples of all its workers, with the per-worker medians kept for inspection."""
+    w = sorted(lines)
+    return _pool(key, [lines[i]["samples_ms"] for i in w], [lines[i]["median_ms"] for i in w], method)
+
+
+def pool_parts(key: str, parts: Sequence[dict], method: Method) -> dict:
+    """One entry from the same key measured in several passes (pooled entries of ``measure``), samples pooled."""
+    out = _pool(key, [p["samples_ms"] for p in parts],
+                [m for p in parts for m in p.get("worker_medians_ms", [p["median_ms"]])], method)
+    out["pass_medians_ms"] = [p["median_ms"] for p in parts]
+    return out
+
+
+def _pool(key: str, samples_ms: Sequence[Sequence[float]], worker_medians: List[float], method: Method) -> dict:
     from agents.lutnas_agent import summarize
 
-    samples = [v / 1e3 for w in sorted(lines) for v in lines[w]["samples_ms"]]
-    out = summarize(key, samples, asdict(method), True)
+    out = summarize(key, [v / 1e3 for part in samples_ms for v in part], asdict(method), True)
     if out["ci95_ms"] > method.target_ci * out["median_ms"]:
         out["flags"].append("ci_not_reached")
-    out["workers"] = len(lines)
-    out["worker_medians_ms"] = [lines[w]["median_ms"] for w in sorted(lines)]
+    out["workers"] = len(worker_medians)
+    out["worker_medians_ms"] = list(worker_medians)
     return out
 
 

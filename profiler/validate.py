@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import BadInput, BadLut
 from .lut import Lut, atomic_write_json, latest, lut_dir
-from .runner import Method, measure
+from .runner import Method, measure, pool_parts
 from .space import Arch, Space
 
 
@@ -44,14 +44,16 @@ def anchor_keys(lut: Lut, n: int = 8) -> List[str]:
     return [blocks[i] for i in idx]
 
 
-def drift_report(lut: Lut, done: Dict[str, dict], keys: Sequence[str]) -> dict:
+def drift_report(lut: Lut, measured: Dict[str, dict], keys: Sequence[str]) -> dict:
     """The device's speed now relative to the LUT: raw medians of anchor blocks re-measured / their LUT medians.
+
+    ``measured`` maps the LUT's block keys to the entries measured now.
 
     The validation compares networks with a LUT measured earlier; if the device itself got slower or faster since
     (another VM host, thermal state, a frequency governor, other load), every network is off by the same factor and
     R² and the ratio blame the latency model for it. The anchors separate the two.
     """
-    ratios = [done[f"anchor:{k}"]["median_ms"] / lut.entries[k]["median_ms"] for k in keys]
+    ratios = [measured[k]["median_ms"] / lut.entries[k]["median_ms"] for k in keys]
     r = float(np.median(ratios))
     return {"ratio": r, "min": float(min(ratios)), "max": float(max(ratios)), "anchors": list(keys),
             "ratios": ratios, "stale": bool(abs(r - 1.0) > STALE)}
@@ -59,8 +61,55 @@ def drift_report(lut: Lut, done: Dict[str, dict], keys: Sequence[str]) -> dict:
 
 def stale_warning(device: str, lut: Lut, drift: dict) -> str:
     return (f"warning: device {device!r} now runs its blocks at {drift['ratio']:.3f}x the times in {lut.path} "
-            f"({len(drift['anchors'])} anchor blocks, {drift['min']:.3f}-{drift['max']:.3f}x): the LUT no longer "
+            f"({len(drift['anchors'])} blocks, {drift['min']:.3f}-{drift['max']:.3f}x): the LUT no longer "
             f"describes this device; re-profile with: profile --device {device}")
+
+
+def lut_entry(key: str):
+    """(first block, second block or None) of a LUT entry key: a block, or ``pair:A+B``."""
+    from .space import BlockSpec
+
+    if key.startswith("pair:"):
+        a, b = key[5:].split("+")
+        return BlockSpec.parse(a), BlockSpec.parse(b)
+    return BlockSpec.parse(key), None
+
+
+def same_run_lut(lut: Lut, measured: Dict[str, dict]) -> Lut:
+    """``lut`` with every entry replaced by its re-measurement (``measured``, keyed like the LUT): the table the
+    device would have given in this run. Boundaries are fitted again. A stored calibration is dropped: it maps the
+    stored table's predictions to measurements, and on the table of another run it did not carry over (one run:
+    ratio 1.040 with it, 1.010 without; docs/BENCHMARKS.md)."""
+    data = json.loads(json.dumps({k: v for k, v in lut.data.items() if k != "entries"}))
+    data["entries"] = {k: measured[k] for k in lut.entries}
+    data["calibration"] = None
+    new = Lut(data)
+    data["boundaries"] = new.fit_boundaries()
+    return new
+
+
+def same_run_report(lut: Lut, parts: Dict[str, List[dict]], archs: Sequence[Arch], meas: Sequence[float],
+                    cycles: int) -> dict:
+    """The networks predicted from the LUT's entries as re-measured in this run, pooled and cycle by cycle.
+
+    ``parts`` holds, per measured key, one entry per pass in pass order (``lut:<key>`` and ``net:<arch>``)."""
+    method = Method(**{k: v for k, v in lut.data["method"].items() if k in Method.__dataclass_fields__})
+    blocks = [k for k in lut.entries if not k.startswith("pair:")]
+    same = same_run_lut(lut, {k: pool_parts(k, parts[f"lut:{k}"], method) for k in lut.entries})
+    predict = predictor(same)
+    pred = [predict(a) for a in archs]
+    out = metrics(pred, meas)
+    out["worst_arch"] = str(archs[out.pop("worst_index")])
+    by_cycle = []
+    for c in range(cycles):
+        table = same_run_lut(lut, {k: parts[f"lut:{k}"][c] for k in lut.entries})
+        p_c = [predictor(table)(a) for a in archs]
+        m_c = [parts[f"net:{a}"][c]["median_ms"] for a in archs]
+        by_cycle.append({"blocks_vs_lut": drift_report(lut, table.entries, blocks)["ratio"],
+                         "ratio": metrics(p_c, m_c)["ratio"], "r2": metrics(p_c, m_c)["r2"]})
+    out.update({"cycles": cycles,
+                "blocks_vs_lut": drift_report(lut, same.entries, blocks), "by_cycle": by_cycle, "predicted_ms": pred})
+    return out
 
 
 def spread_sample(space: Space, predict, n: int, seed: int = 0, candidates: int = 3000) -> List[Arch]:
@@ -123,22 +172,27 @@ def fit_calibration(pred, meas, seed: int = 0) -> dict:
             "improves": after["mape_pct"] < before["mape_pct"]}
 
 
-def plot(path: Path, pred, meas, title: str) -> None:
+def plot(path: Path, pred, meas, title: str, same_run=None) -> None:
+    """Predicted vs measured with y = x and the ±5 % band; ``same_run`` adds the predictions from the table
+    re-measured in the same run (``--cycles``) as a second series."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     p, m = np.asarray(pred), np.asarray(meas)
-    lo, hi = min(p.min(), m.min()) * 0.95, max(p.max(), m.max()) * 1.05
+    q = np.asarray(same_run if same_run is not None else pred)
+    lo, hi = min(p.min(), q.min(), m.min()) * 0.95, max(p.max(), q.max(), m.max()) * 1.05
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
     xs = np.array([lo, hi])
     ax.fill_between(xs, xs * 0.95, xs * 1.05, color="tab:green", alpha=0.15, label="±5 %")
     ax.plot(xs, xs, "k--", lw=1, label="y = x")
-    ax.scatter(p, m, s=14, color="tab:blue", label="networks")
+    ax.scatter(p, m, s=14, color="tab:blue", label="networks, from the LUT")
+    if same_run is not None:
+        ax.scatter(q, m, s=14, marker="x", color="tab:orange", label="networks, from blocks re-measured in this run")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel("predicted latency from the LUT (ms)")
+    ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("measured end-to-end latency (ms)")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
@@ -190,22 +244,44 @@ def run_validate(args) -> int:
     # networks they read slow by the cache state the networks leave behind (up to 1.35x on the smallest block,
     # 1.12x median, in a run where the networks themselves were within 1.7 % of the prediction): that is the
     # context, not the device (docs/BENCHMARKS.md, "The device moved between sessions").
-    passes = [("anchors", [(f"anchor:{k}", BlockSpec.parse(k), None) for k in anchors]), ("networks", nets)]
     method = replace(Method(**{k: v for k, v in lut.data["method"].items() if k in Method.__dataclass_fields__}),
                      budget_s=args.budget)
-    done, journals, timing = {}, [], {}
-    for name, entries in passes:
+    passes = [("anchors", None, method, [(f"anchor:{k}", BlockSpec.parse(k), None) for k in anchors]),
+              ("networks", None, method, nets)]
+    cycles = 0 if args.drift else args.cycles
+    if cycles < 0:
+        raise BadInput(f"--cycles {cycles}: give a number of cycles >= 1, or 0 for none")
+    if cycles:
+        # --cycles N: the LUT's own entries re-measured in N passes alternating with N passes of the networks, each
+        # pass with 1/N of the LUT's workers, so blocks and networks see the same stretches of the device's state
+        per = method.processes // cycles
+        if per < 2:
+            raise BadInput(f"--cycles {cycles} leaves {per} worker(s) per pass of the {method.processes} that "
+                           f"{lut.path} was measured with; use --cycles {max(1, method.processes // 2)} or fewer")
+        # no top-up workers inside a pass: the CI that counts is that of the samples pooled over all passes
+        cyc_method = replace(method, processes=per, max_processes=per)
+        table = [(f"lut:{k}", *lut_entry(k)) for k in lut.entries]
+        anchors = [k for k in lut.entries if not k.startswith("pair:")]  # all of them, measured among blocks
+        passes = [(f"{kind} {c + 1}/{cycles}", c, cyc_method, entries) for c in range(cycles)
+                  for kind, entries in (("blocks", table), ("networks", nets))]
+    done, parts, journals, timing = {}, {}, [], {}
+    for name, cycle, m, entries in passes:
         if not entries:
             continue
-        jid = hashlib.sha256(json.dumps([str(lut.path), [k for k, _, _ in entries], asdict(method)]).encode())
+        blob = [str(lut.path), [k for k, _, _ in entries], asdict(m)] + ([] if cycle is None else [cycle])
+        jid = hashlib.sha256(json.dumps(blob).encode())
         journal_path = lut_dir(Path(args.out), dev.name, space) / f".journal-validate-{jid.hexdigest()[:12]}.jsonl"
-        got, journal, t = measure(dev, runtime, lut.data["batch"], method, entries, journal_path,
+        got, journal, t = measure(dev, runtime, lut.data["batch"], m, entries, journal_path,
                                   progress=not args.quiet, label=f"validate {name}")
-        done.update(got)
+        for k, v in got.items():
+            parts.setdefault(k, []).append(v)
         journals.append(journal)
         for k, v in t.items():
             timing[k] = timing.get(k, 0.0) + v
-    drift = drift_report(lut, done, anchors) if anchors else None
+    for k, v in parts.items():
+        done[k] = v[0] if len(v) == 1 else pool_parts(k, v, method)
+    prefix = "lut:" if cycles else "anchor:"
+    drift = drift_report(lut, {k: done[prefix + k] for k in anchors}, anchors) if anchors else None
     if args.drift:
         report = {"lut": str(lut.path), "device": dev.name, "device_vs_lut": drift, "wall_s": timing}
         if args.json:
@@ -230,6 +306,10 @@ def run_validate(args) -> int:
         "wall_s": timing,
     })
     report["worst_arch"] = str(archs[report.pop("worst_index")])
+    if cycles:
+        report["same_run"] = same = same_run_report(lut, parts, archs, meas, cycles)
+        for net, p in zip(report["networks"], same.pop("predicted_ms")):
+            net["predicted_same_run_ms"] = p
     if args.calibrate:
         report["calibration"] = cal = fit_calibration(pred, meas, args.seed)
         if cal["improves"] and not lut.calibration:
@@ -240,7 +320,10 @@ def run_validate(args) -> int:
         atomic_write_json(Path(args.json), report, overwrite=True)
     if args.plot:
         plot(Path(args.plot), pred, meas, f"{dev.name}: {len(archs)} networks, R² {report['r2']:.4f}, "
-             f"ratio {report['ratio']:.4f}, ±5 % {report['within_5_pct']:.0f} %")
+             f"ratio {report['ratio']:.4f}, ±5 % {report['within_5_pct']:.0f} %" +
+             (f"\nsame run ({cycles} cycles): R² {report['same_run']['r2']:.4f}, ratio "
+              f"{report['same_run']['ratio']:.4f}, ±5 % {report['same_run']['within_5_pct']:.0f} %" if cycles else ""),
+             [n["predicted_same_run_ms"] for n in report["networks"]] if cycles else None)
     for j in journals:
         j.remove()
     print(f"validate {dev.name}: {report['n']} networks, LUT {lut.path}", file=sys.stderr)
@@ -250,6 +333,14 @@ def run_validate(args) -> int:
         print(f"  device_vs_lut   {drift['ratio']:.4f}  (anchor blocks re-measured / LUT)")
         if drift["stale"]:
             print(stale_warning(dev.name, lut, drift), file=sys.stderr)
+    if cycles:
+        sr = report["same_run"]
+        print(f"  same run: the LUT's {len(lut.entries)} entries re-measured in {cycles} passes alternating with the "
+              f"networks' (no calibration)")
+        for k in ("r2", "ratio", "mape_pct", "within_5_pct", "within_10_pct", "kendall_tau", "worst_error_pct"):
+            print(f"    {k:<13} {sr[k]:.4f}")
+        print("    by cycle      " + ", ".join(f"blocks {c['blocks_vs_lut']:.3f}x LUT, networks {c['ratio']:.3f}x "
+                                                f"their blocks" for c in sr["by_cycle"]))
     if "calibration" in report:
         c = report["calibration"]
         print(f"  calibration     a={c['a']:.4f} b={c['b']:.4f}: held-out MAPE {c['held_out_before']['mape_pct']:.2f}"

@@ -125,3 +125,40 @@ def test_drift_tells_a_changed_device_from_the_lut(lut_path, tmp_path):
     assert "re-profile with: profile --device local" in r.stderr
     assert float(r.stdout.strip()) == pytest.approx(d["ratio"], abs=1e-4)
 
+
+
+def test_cycles_predict_from_the_lut_re_measured_beside_the_networks(lut_path, tmp_path):
+    """--cycles 2: the LUT's entries are re-measured in two passes alternating with the networks', and the networks
+    are predicted from that table too. Given a LUT whose numbers are all halved (a device that moved 2x since),
+    the stored prediction is off by about 2x, the same-run one is not, and the same run sees the 2x in every block."""
+    data = json.loads(lut_path.read_text())
+    data["method"]["processes"] = 4  # 2 workers per pass
+    for e in data["entries"].values():
+        e["median_ms"] /= 2
+    for b in data["boundaries"].values():
+        b["delta_ms"] /= 2
+    halved = tmp_path / "halved.json"
+    halved.write_text(json.dumps(data))
+    report = tmp_path / "r.json"
+    r = subprocess.run([str(BIN / "validate"), "--lut", str(halved), "--out", str(tmp_path), "--n", "5", "--cycles",
+                        "2", "--budget", "0.3", "--json", str(report), "--plot", str(tmp_path / "v.png"), "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(report.read_text())
+    sr = rep["same_run"]
+    assert sr["cycles"] == 2 and len(sr["by_cycle"]) == 2
+    assert len(sr["blocks_vs_lut"]["anchors"]) == len(HARDCORE.unique_blocks())  # every block, pairs aside
+    assert 1.5 < rep["ratio"] < 2.7 and 1.5 < sr["blocks_vs_lut"]["ratio"] < 2.7 and rep["device_vs_lut"]["stale"]
+    assert 0.7 < sr["ratio"] < 1.3 and abs(sr["ratio"] - 1) < abs(rep["ratio"] - 1)
+    assert all(0.7 < c["ratio"] < 1.3 for c in sr["by_cycle"])
+    assert all(n["predicted_same_run_ms"] > 0 for n in rep["networks"]) and len(rep["networks"]) == 5
+    assert (tmp_path / "v.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "same run: the LUT's" in r.stdout and not list(tmp_path.glob("local/*/.journal-validate-*"))
+
+
+def test_cycles_that_leave_one_worker_per_pass_are_refused(lut_path, tmp_path):
+    r = subprocess.run([str(BIN / "validate"), "--lut", str(lut_path), "--out", str(tmp_path), "--cycles", "2",
+                        "--quiet"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+    assert "--cycles 2 leaves 1 worker(s) per pass of the 3" in r.stderr and "--cycles 1 or fewer" in r.stderr
+    assert not list(tmp_path.glob("local/*/.journal-validate-*"))

@@ -91,3 +91,23 @@ def test_state_dir_lets_a_second_process_reuse_the_graph_or_the_hypernetwork(alg
     assert not reused(a["searcher"]) and reused(b["searcher"])
     assert b["arch"] == a["arch"] and b["predicted_ms"] <= 4.5
 
+
+
+def test_verify_on_the_local_device_measures_each_found_network(tmp_path):
+    """--verify-on local: the found networks go through the profiling path (agent, journal, pooled workers) and
+    each row gets its measured median and CI; the network found for the larger budget measures slower."""
+    data = json.loads(LUT.read_text())
+    data["method"].update(processes=3, rounds=10)  # the committed LUT's 20 x 40 would make this a long test
+    lut = tmp_path / LUT.name
+    lut.write_text(json.dumps(data))
+    out = tmp_path / "r.json"
+    r = run("--lut", lut, "--target-ms", "3,6", "--steps", "60", "--verify-on", "local", "--luts", tmp_path / "luts",
+            "--json", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())["results"]
+    assert [x["verified_on"] for x in res] == ["local", "local"]
+    for x in res:
+        assert x["measured_ms"] > 0 and 0 < x["measured_ci95_ms"] < x["measured_ms"]
+        assert isinstance(x["meets_target_measured"], bool)
+    assert res[1]["measured_ms"] > res[0]["measured_ms"]
+    assert not list((tmp_path / "luts").rglob(".journal-verify-*"))

@@ -71,10 +71,14 @@ def test_ci_shrinks_with_more_samples(tmp_path):
 
 
 def test_measured_relations_hold_despite_noise(tmp_path):
-    """Over stage 3's first-block shape: e=6 costs more than e=3, and k=5 more than k=3.
+    """Over the first stage's first-block shape (16 -> 24 channels at 112x112, stride 2): e=6 costs more than e=3,
+    and k=5 more than k=3.
 
-    (SE is not asserted: on ONNX Runtime's CPU provider SE blocks measured *faster* than plain ones here.)"""
-    blocks = [HARDCORE.block(2, 0, c) for c in HARDCORE.configs]
+    The shape is the one where k=5 costs most over k=3 in both committed LUTs (+10.5 % and +12.7 %); at stage 3's
+    first block it is +3.7 to +6.2 %, within this VM's per-process noise, and that version of this test failed once
+    in CI (2.518 vs 2.523 ms). SE is not asserted: on ONNX Runtime's CPU provider SE blocks measured *faster* than
+    plain ones here."""
+    blocks = [HARDCORE.block(0, 0, c) for c in HARDCORE.configs]
     med = {x["key"]: x["median_ms"] for x in run_agent(tmp_path, blocks) if x["type"] == "entry"}
     t = {(b.e, b.k, b.se): med[str(b)] for b in blocks}
     total = lambda pred: sum(v for k, v in t.items() if pred(*k))  # noqa: E731

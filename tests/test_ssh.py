@@ -93,19 +93,24 @@ def test_pi4_tflite_lut_over_ssh_covers_the_same_keys_as_local(tmp_path, sshd, c
 
 
 @pytest.mark.ssh
-def test_cli_profile_pi4_over_ssh_covers_every_key_of_the_committed_local_lut(tmp_path, sshd, capsys):
-    """The whole space through the console-script path (``profile --device pi4 --devices FILE``), with ONNX Runtime
-    and a loose stopping rule; the TFLite runtime is covered on a subset above (converting all 123 blocks costs
-    minutes)."""
+@pytest.mark.parametrize("preset, runtime, threads", [("pi4", "tflite", 4), ("xeon", "onnxruntime", 1)])
+def test_cli_profile_over_ssh_covers_every_key_of_the_committed_local_lut(tmp_path, sshd, capsys, preset, runtime,
+                                                                        threads):
+    """The whole space through the console-script path (``profile --device NAME --devices FILE``) with the preset's
+    own runtime, and a loose stopping rule: pi4 converts all 159 entries to .tflite on the host (about 5 minutes
+    cold here, cached afterwards) and times them with TFLite over SSH; xeon does the same with ONNX Runtime."""
+    if runtime == "tflite":
+        pytest.importorskip("litert_torch", reason="TFLite conversion needs: pip install 'lutnas[tflite]' torch==2.13.0")
     from profiler.cli import profile_main
     from profiler.lut import latest
 
-    inv = inventory(tmp_path, sshd.device_toml("pi4", "pi4", tmp_path / "remote-work"))
+    work = tmp_path / "remote-work"
+    inv = inventory(tmp_path, sshd.device_toml(preset, preset, work))
     out = tmp_path / "luts"
-    rc = profile_main(["--device", "pi4", "--devices", str(inv), "--runtime", "onnxruntime", "--out", str(out),
-                       "--quiet", "--processes", "1", "--rounds", "0", "--budget", "0.05", "--target-ci", "0.5"])
+    rc = profile_main(["--device", preset, "--devices", str(inv), "--out", str(out), "--quiet", "--processes", "1",
+                       "--rounds", "0", "--budget", "0.05", "--target-ci", "0.5"])
     assert rc == 0
-    remote = lut_of(out, "pi4")
+    remote = lut_of(out, preset)
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(remote.path)
     committed = Lut.load(latest(Path(__file__).resolve().parents[1] / "luts", "local", HARDCORE))
     assert set(remote.data["entries"]) == set(committed.data["entries"])
@@ -113,8 +118,11 @@ def test_cli_profile_pi4_over_ssh_covers_every_key_of_the_committed_local_lut(tm
     assert blocks <= set(remote.data["entries"])  # every unique block, plus the boundary pairs
     assert all(k in blocks or k.startswith("pair:") for k in remote.data["entries"])
     assert all(e["n"] == len(e["samples_ms"]) >= 1 and e["median_ms"] > 0 for e in remote.data["entries"].values())
-    assert remote.data["runtime"]["threads"] == 4 and remote.data["runtime"]["name"] == "onnxruntime"
-    assert remote.data["device"]["name"] == "pi4" and remote.data["device"]["fingerprint"]["hostname"]
+    rt = remote.data["runtime"]
+    assert rt["name"] == runtime and rt["threads"] == threads
+    assert ("ai_edge_litert" if runtime == "tflite" else "onnxruntime") in rt["version"]
+    assert remote.data["device"]["name"] == preset and remote.data["device"]["fingerprint"]["hostname"]
+    assert list(work.iterdir()) == []  # the run directory was removed
 
 
 @pytest.mark.ssh

@@ -18,7 +18,7 @@ import numpy as np
 from .errors import BadInput, BadLut
 from .lut import Lut, atomic_write_json, latest, lut_dir
 from .runner import Method, measure, pool_parts
-from .space import Arch, Space
+from .space import Arch, BlockSpec, Space
 
 
 def predictor(lut: Lut, calibrated: bool = True):
@@ -67,8 +67,6 @@ def stale_warning(device: str, lut: Lut, drift: dict) -> str:
 
 def lut_entry(key: str):
     """(first block, second block or None) of a LUT entry key: a block, or ``pair:A+B``."""
-    from .space import BlockSpec
-
     if key.startswith("pair:"):
         a, b = key[5:].split("+")
         return BlockSpec.parse(a), BlockSpec.parse(b)
@@ -88,14 +86,14 @@ def same_run_lut(lut: Lut, measured: Dict[str, dict]) -> Lut:
     return new
 
 
-def same_run_report(lut: Lut, parts: Dict[str, List[dict]], archs: Sequence[Arch], meas: Sequence[float],
-                    cycles: int) -> dict:
+def same_run_report(lut: Lut, done: Dict[str, dict], parts: Dict[str, List[dict]], archs: Sequence[Arch],
+                    meas: Sequence[float], cycles: int) -> dict:
     """The networks predicted from the LUT's entries as re-measured in this run, pooled and cycle by cycle.
 
-    ``parts`` holds, per measured key, one entry per pass in pass order (``lut:<key>`` and ``net:<arch>``)."""
-    method = Method(**{k: v for k, v in lut.data["method"].items() if k in Method.__dataclass_fields__})
+    ``done`` holds the entries pooled over all passes and ``parts``, per key, one entry per pass in pass order
+    (keys ``lut:<key>`` and ``net:<arch>``)."""
     blocks = [k for k in lut.entries if not k.startswith("pair:")]
-    same = same_run_lut(lut, {k: pool_parts(k, parts[f"lut:{k}"], method) for k in lut.entries})
+    same = same_run_lut(lut, {k: done[f"lut:{k}"] for k in lut.entries})
     predict = predictor(same)
     pred = [predict(a) for a in archs]
     out = metrics(pred, meas)
@@ -103,10 +101,10 @@ def same_run_report(lut: Lut, parts: Dict[str, List[dict]], archs: Sequence[Arch
     by_cycle = []
     for c in range(cycles):
         table = same_run_lut(lut, {k: parts[f"lut:{k}"][c] for k in lut.entries})
-        p_c = [predictor(table)(a) for a in archs]
-        m_c = [parts[f"net:{a}"][c]["median_ms"] for a in archs]
+        predict_c = predictor(table)
+        fit = metrics([predict_c(a) for a in archs], [parts[f"net:{a}"][c]["median_ms"] for a in archs])
         by_cycle.append({"blocks_vs_lut": drift_report(lut, table.entries, blocks)["ratio"],
-                         "ratio": metrics(p_c, m_c)["ratio"], "r2": metrics(p_c, m_c)["r2"]})
+                         "ratio": fit["ratio"], "r2": fit["r2"]})
     out.update({"cycles": cycles,
                 "blocks_vs_lut": drift_report(lut, same.entries, blocks), "by_cycle": by_cycle, "predicted_ms": pred})
     return out
@@ -232,8 +230,6 @@ def run_validate(args) -> int:
     runtime = dev.runtime_settings(rt["name"], rt["threads"])
     if args.runtime and args.runtime != rt["name"]:
         raise BadInput(f"--runtime {args.runtime} differs from the LUT's runtime {rt['name']!r}")
-    from .space import BlockSpec
-
     predict = predictor(lut)
     archs = [] if args.drift else spread_sample(space, predict, args.n, args.seed)
     anchors = anchor_keys(lut, args.anchors)
@@ -307,7 +303,7 @@ def run_validate(args) -> int:
     })
     report["worst_arch"] = str(archs[report.pop("worst_index")])
     if cycles:
-        report["same_run"] = same = same_run_report(lut, parts, archs, meas, cycles)
+        report["same_run"] = same = same_run_report(lut, done, parts, archs, meas, cycles)
         for net, p in zip(report["networks"], same.pop("predicted_ms")):
             net["predicted_same_run_ms"] = p
     if args.calibrate:

@@ -23,10 +23,21 @@ from .transport import AgentExit, LocalTransport
 
 @dataclass(frozen=True)
 class Method:
-    """How the agent measures: warm-up, then interleaved rounds until each entry's CI is tight enough."""
+    """How the agent measures: warm-up, then rounds until each entry's CI is tight enough.
 
-    warmup_n: int = 5  # warm-up rounds, at least
-    warmup_s: float = 1.0  # seconds of warm-up rounds, at least
+    ``mode`` steady (the default: warm bursts of one entry, their first calls dropped, the time a deployed model
+    sees) or interleaved (one call per entry per round: caches hold another model at every call); see the agent's
+    docstring and docs/latency-model.md.
+    """
+
+    # -- issue 18: the timing mode (a LUT without it was measured interleaved) --
+    mode: str = "steady"
+    burst: int = 10  # steady: consecutive calls of one entry per sample
+    burst_warmup: int = 3  # steady: first calls of a burst dropped (caches still hold the previous entry)
+    # --
+
+    warmup_n: int = 1  # warm-up rounds, at least (steady: each burst's dropped first calls warm its entry again)
+    warmup_s: float = 0.0  # seconds of warm-up rounds, at least
     min_n: int = 30  # samples before the first stopping check
     target_ci: float = 0.01  # stop when the 95 % CI half-width of the median <= this fraction of it
     budget_s: float = 4.0  # seconds of timed calls per entry before giving up on the CI target
@@ -35,9 +46,24 @@ class Method:
     seed: int = 0
     pin: str = "auto"  # cores to pin to: auto (the last ones), none, or a list like "2,3"
     pairs: int = 6  # block pairs measured per boundary shape (for the in-context correction)
-    processes: int = 20  # worker processes, one after another, whose samples are pooled (1: one adaptive process)
-    rounds: int = 40  # interleaved rounds each worker times
-    max_processes: int = 40  # more workers, for entries still above target_ci after `processes`
+    processes: int = 3  # worker processes, one after another, whose samples are pooled (1: one adaptive process)
+    rounds: int = 30  # rounds each worker times (a burst, or one call, per entry per round)
+    max_processes: int = 6  # more workers, for entries still above target_ci after `processes`
+
+    @classmethod
+    def preset(cls, mode: str = "steady", **changes) -> "Method":
+        """The defaults of a timing mode: steady as the dataclass says; interleaved as before issue 18 (20 workers
+        x 40 rounds: one call per sample needs many more samples, and processes, to average cache states out)."""
+        if mode == "interleaved":
+            changes = dict(dict(warmup_n=5, warmup_s=1.0, processes=20, rounds=40, max_processes=40), **changes)
+        elif mode != "steady":
+            raise ValueError(f"unknown timing mode {mode!r}; expected 'steady' or 'interleaved'")
+        return cls(mode=mode, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Method":
+        """The method a LUT records; one from before timing modes existed was measured interleaved."""
+        return cls(**dict({"mode": "interleaved"}, **{k: v for k, v in d.items() if k in cls.__dataclass_fields__}))
 
 
 def pair_key(a: BlockSpec, b: BlockSpec) -> str:
@@ -84,13 +110,17 @@ def job_id(device: Device, space: Space, runtime: dict, batch: int, method: Meth
 def export_entry(first, second: Optional[BlockSpec], batch: int, fmt: str) -> Tuple[Path, bool]:
     """Export an entry: a block, a pair of blocks (``second`` given) or a whole network (an ``Arch``)."""
     from .export import cached, export_arch, export_block
-    from .nets import build_chain
+
+    def build():  # torch is imported only when the cache lacks the model (issue 18: seconds per run otherwise)
+        from .nets import build_chain
+
+        return build_chain([first, second])
 
     if isinstance(first, Arch):
         return export_arch(first, batch, fmt)
     if second is None:
         return export_block(first, batch, fmt)
-    return cached(pair_key(first, second), first.input_shape(batch), lambda: build_chain([first, second]), fmt)
+    return cached(pair_key(first, second), first.input_shape(batch), build, fmt)
 
 
 def entry_shape(first, batch: int) -> List[int]:
@@ -113,10 +143,23 @@ def model_format(runtime: str) -> str:
     return "tflite" if runtime in ("tflite", "benchmark_model") else "onnx"
 
 
+_POOLED: Dict[tuple, dict] = {}  # issue 18: pooling (a 1000-resample bootstrap) is done once per set of workers
+
+
 def pooled(key: str, lines: Dict[int, dict], method: Method) -> dict:
-    """One entry from the samples of all its workers, with the per-worker medians kept for inspection."""
+    """One entry from the samples of all its workers, with the per-worker medians kept for inspection.
+
+    Memoised: the top-up loop asks for every entry's pooled CI after each worker, and recomputing the bootstraps of
+    all 159 entries each time was most of a profile's host-side time (docs/BENCHMARKS.md, issue 18)."""
+    import copy
+
     w = sorted(lines)
-    return _pool(key, [lines[i]["samples_ms"] for i in w], [lines[i]["median_ms"] for i in w], method)
+    memo = (key, method, tuple((i, lines[i]["n"], lines[i]["median_ms"], lines[i]["ci95_ms"]) for i in w))
+    if memo not in _POOLED:
+        if len(_POOLED) > 20000:
+            _POOLED.clear()
+        _POOLED[memo] = _pool(key, [lines[i]["samples_ms"] for i in w], [lines[i]["median_ms"] for i in w], method)
+    return copy.deepcopy(_POOLED[memo])
 
 
 def pool_parts(key: str, parts: Sequence[dict], method: Method) -> dict:
@@ -174,6 +217,7 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
                                  "install it with: pip install 'lutnas[tflite]' torch==2.13.0") from None
         spec[key] = {"key": key, "model": str(path), "shape": entry_shape(a, batch)}
     timing = {"export_s": time.monotonic() - t0, "measure_s": 0.0, "overhead_s": 0.0}
+    split = timing["split"] = {"journal_s": 0.0, "pool_s": 0.0, "start_s": 0.0, "processes": 0}  # issue 18
     adaptive = method.processes <= 1
     need = 1 if adaptive else method.processes
     total_units = len(entries) * need
@@ -187,8 +231,10 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
             todo = [k for k in spec if len(have.get(k, {})) < need]
             if not todo and not adaptive and need < method.max_processes:
                 # entries whose pooled CI is still too wide get one more worker each round of this loop
+                tp = time.monotonic()
                 todo = [k for k in spec if "ci_not_reached" in pooled(k, have[k], method)["flags"]
                         and len(have[k]) < method.max_processes]
+                split["pool_s"] += time.monotonic() - tp
                 note = f"{len(todo)} entries above the CI target: one more worker each" if todo else ""
             if not todo:
                 break
@@ -199,8 +245,11 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
                 del m["rounds"]  # one process: the agent's adaptive stopping rule decides the sample count
             manifest = {"job": journal.path.stem, "runtime": runtime, "method": m, "entries": [spec[k] for k in todo]}
             try:
+                t_start, split["processes"] = time.monotonic(), split["processes"] + 1
                 for msg in transport.run(manifest, [Path(spec[k]["model"]) for k in todo]):
                     kind = msg.get("type")
+                    if kind == "fingerprint":  # the process is up: start, interpreter, imports, pinning
+                        split["start_s"] += time.monotonic() - t_start
                     if kind == "error" and msg.get("code") == "runtime_missing":
                         raise RuntimeMissing(
                             f"device {device.name!r}: runtime package {msg['package']!r} is not installed "
@@ -209,9 +258,13 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
                     if kind == "fingerprint" and not warned:
                         warned = busy_warning(device.name, msg)
                     if kind in ("fingerprint", "entry", "error", "done"):
+                        tj = time.monotonic()
                         journal.append(msg)
+                        split["journal_s"] += time.monotonic() - tj
                     if kind == "done":
                         timing["measure_s"] += msg.get("wall_s", 0.0)
+                        for k, v in msg.get("split", {}).items():  # the agent's own: setup, warm-up, timed calls
+                            split[k] = split.get(k, 0.0) + v
                     if kind == "entry":
                         units += 1
                         progress.update(units * progress.total // max(total_units, 1), note)
@@ -253,7 +306,10 @@ def measure(device: Device, runtime: dict, batch: int, method: Method, entries: 
             why = f" (first error: {errs[-1].get('key')}: {errs[-1].get('message')})" if errs else ""
             raise DeviceFailed(f"device {device.name!r}: {len(missing)} entries not measured{why}; rerun to resume "
                                f"from {journal_path}")
+        tp = time.monotonic()
         done = {k: (have[k][0] if need == 1 else pooled(k, have[k], method)) for k in keys}
+        if "split" in timing:
+            timing["split"]["pool_s"] += time.monotonic() - tp
     finally:
         bar.close()
         journal.close()

@@ -30,7 +30,7 @@ SEARCHER_INFO = ("runs", "sweep_runs", "graph_source", "kprime", "trained", "cac
 _UNITS = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "ms": 1.0}
 
 
-def parse_constraint(text: str, luts_root: Path):
+def parse_constraint(text: str, luts_root: Path, notes: Optional[list] = None):
     """``params<=4M``, ``flops<=300M``, ``DEVICE:latency<=40ms`` or ``PATH.json:latency<=40ms`` -> (resource, bound)."""
     from search.resources import flops_model, params_model
     from search.latency import LinearResource
@@ -57,6 +57,10 @@ def parse_constraint(text: str, luts_root: Path):
         if path is None:
             raise BadInput(f"constraint {text!r}: no LUT for device {where!r} under {luts_root}; profile it first")
         lut = Lut.load(path, space=HARDCORE)
+    if notes is not None:  # issue 18: a rough table says so (the caller prints the lines)
+        from profiler.trust import warn_lines
+
+        notes.extend(line for line in warn_lines(lut) if line not in notes)
     res = LinearResource.from_table(HARDCORE, lut.block_table(), name=f"{lut.device}:latency", unit="ms")
     return res, bound
 
@@ -116,8 +120,13 @@ def run_search(args) -> int:
     lut = Lut.load(args.lut)
     space = lut.space
     lut.check_space(space)
+    from profiler.trust import warn_lines
+
+    # issue 18: a rough table, or (--verify-on) one of another machine, says so in one line each, printed once the
+    # search has run so that bad input still gets its one error line
+    trust = warn_lines(lut)
     latency = LinearResource.from_table(space, lut.block_table(), name=f"{lut.device}:latency", unit="ms")
-    constraints = [parse_constraint(c, Path(args.luts)) for c in args.constraint]
+    constraints = [parse_constraint(c, Path(args.luts), trust) for c in args.constraint]
     params, flops = params_model(space), flops_model(space)
     evaluate = None
     if args.supernet:
@@ -169,7 +178,10 @@ def run_search(args) -> int:
             shutil.copyfile(src, dst)
             row["onnx"] = str(dst)
     if args.verify_on:
-        verify(args, [a for a, _ in results], [r for _, r in results], lut)
+        other = verify(args, [a for a, _ in results], [r for _, r in results], lut)
+        trust += [other] if other else []
+    for line in trust:
+        print(line, file=sys.stderr, flush=True)
     print(f"{'target':>8} {'predicted':>10} {'measured':>14} {'params':>9} {'MFLOPs':>8} {'acc':>6}  architecture")
     for _, row in results:
         meas = (f"{row['measured_ms']:.3f}±{row['measured_ci95_ms']:.3f}" if "measured_ms" in row else "-")
@@ -177,7 +189,8 @@ def run_search(args) -> int:
         print(f"{row['target_ms']:8.3f} {row['predicted_ms']:10.3f} {meas:>14} {row['params'] / 1e6:8.2f}M "
               f"{row['flops'] / 1e6:8.1f} {acc:>6}  {row['arch']}")
     if args.json:
-        atomic_write_json(Path(args.json), {"lut": str(lut.path), "results": [r for _, r in results]}, overwrite=True)
+        atomic_write_json(Path(args.json), {"lut": str(lut.path), "results": [r for _, r in results],
+                                                 "trust_warnings": trust}, overwrite=True)
     return 0
 
 
@@ -216,8 +229,9 @@ def algo_options(args, objective_key: str) -> dict:
     return {}
 
 
-def verify(args, archs, rows, lut) -> None:
-    """Measure the found networks on a device with the profiling path; add measured_ms and its CI to each row."""
+def verify(args, archs, rows, lut) -> Optional[str]:
+    """Measure the found networks on a device with the profiling path; add measured_ms and its CI to each row.
+    Returns a warning line when the device is not the machine the LUT was measured on, else None."""
     from dataclasses import replace
 
     from profiler.devices import resolve_device
@@ -227,7 +241,7 @@ def verify(args, archs, rows, lut) -> None:
     dev = resolve_device(args.verify_on, args.devices)
     rt = lut.data["runtime"]
     runtime = dev.runtime_settings(rt["name"], rt["threads"])
-    method = Method(**{k: v for k, v in lut.data["method"].items() if k in Method.__dataclass_fields__})
+    method = Method.from_dict(lut.data["method"])
     entries = [(f"net:{a}", a, None) for a in archs]
     import hashlib
 
@@ -235,12 +249,16 @@ def verify(args, archs, rows, lut) -> None:
     jpath = lut_dir(Path(args.luts), dev.name, lut.space) / f".journal-verify-{jid}.jsonl"
     done, journal, _ = measure(dev, runtime, lut.data["batch"], replace(method), entries, jpath,
                                progress=not args.quiet, label="verify")
+    from profiler.trust import device_warning
+
+    other = device_warning(lut, journal.fingerprint(), dev.name)  # returned, printed with the other warnings
     for a, row in zip(archs, rows):
         e = done[f"net:{a}"]
         row["measured_ms"], row["measured_ci95_ms"] = e["median_ms"], e["ci95_ms"]
         row["verified_on"] = dev.name
         row["meets_target_measured"] = bool(e["median_ms"] - e["ci95_ms"] <= row["target_ms"])
     journal.remove()
+    return other
 
 
 def main(argv: Optional[List[str]] = None) -> int:

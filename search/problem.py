@@ -191,6 +191,10 @@ def as_resource(lut_or_model, name: str = "latency", unit: str = "ms") -> Linear
     if isinstance(lut_or_model, LinearResource):
         return lut_or_model
     if hasattr(lut_or_model, "block_table") and hasattr(lut_or_model, "space"):
+        if hasattr(lut_or_model, "entries"):  # a profiler Lut: say when it is a rough table (issue 18)
+            from profiler.trust import api_warnings
+
+            api_warnings(lut_or_model)
         device = getattr(lut_or_model, "device", None)
         return LinearResource.from_table(lut_or_model.space, lut_or_model.block_table(),
                                          name=f"{device}:{name}" if isinstance(device, str) else name, unit=unit)

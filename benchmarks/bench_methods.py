@@ -1,6 +1,6 @@
 """Issue 18: which latency do the agent's timing methods measure? One run, passes alternating.
 
-    python benchmarks/bench_methods.py [--nets 30] [--cycles 3] [--out benchmarks/out/bench_methods.json]
+    python benchmarks/bench_methods.py [--nets 30] [--cycles 2] [--out benchmarks/out/bench_methods.json]
 
 The same networks are timed by
   (a) an independent plain warm loop (benchmarks/plain_loop.py: each network alone, 1 thread, one pinned core, 20
@@ -52,9 +52,11 @@ def loadavg():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nets", type=int, default=30)
-    ap.add_argument("--cycles", type=int, default=3)
+    ap.add_argument("--cycles", type=int, default=2)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--processes", type=int, default=4, help="agent workers per pass")
+    ap.add_argument("--processes", type=int, default=2, help="agent workers per pass")
+    ap.add_argument("--steady-rounds", type=int, default=2, help="bursts per worker per pass (steady)")
+    ap.add_argument("--interleaved-rounds", type=int, default=10, help="calls per worker per pass (interleaved)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "bench_methods.json"))
     args = ap.parse_args()
     lut_path = latest(ROOT / "luts", "local", HARDCORE)
@@ -63,10 +65,10 @@ def main():
     nets = [(f"net:{a}", a, None) for a in archs]
     p = args.processes
     methods = {
-        "interleaved": Method(mode="interleaved", processes=p, max_processes=p, rounds=10),
-        "steady": Method(mode="steady", processes=p, max_processes=p, rounds=4),
+        "interleaved": Method.preset("interleaved", processes=p, max_processes=p, rounds=args.interleaved_rounds),
+        "steady": Method.preset("steady", processes=p, max_processes=p, rounds=args.steady_rounds),
     }
-    block_method = Method(mode="steady", processes=p, max_processes=p, rounds=4)
+    block_method = Method.preset("steady", processes=p, max_processes=p, rounds=args.steady_rounds)
     table = job_entries(HARDCORE, block_method)
     passes = ["plain", "interleaved", "steady", "blocks"]
     plain, parts, blocks, log = [], {m: [] for m in methods}, {}, []
@@ -88,6 +90,10 @@ def main():
                     parts[name].append([got[k]["median_ms"] for k, _, _ in nets])
                 log.append({"cycle": c, "pass": name, "wall_s": round(time.monotonic() - t0, 1), "loadavg": load})
                 print(f"cycle {c + 1}/{args.cycles} {name}: {log[-1]['wall_s']}s, load {load}", flush=True)
+            # after every cycle, what was measured so far (a run cut short keeps its complete cycles)
+            partial = {"archs": [str(a) for a in archs], "plain": plain, "parts": parts, "passes": log,
+                       "blocks_medians": {k: [p["median_ms"] for p in v] for k, v in blocks.items()}}
+            Path(args.out).with_suffix(".partial.json").write_text(json.dumps(partial, default=float))
     plain_med = np.median(np.array(plain), axis=0)  # per network, median over the cycles' plain loops
     res = {"nets": len(archs), "cycles": args.cycles, "lut_for_sampling": str(lut_path), "passes": log,
            "wall_s": round(time.monotonic() - t_start, 1), "methods": {k: asdict(v) for k, v in methods.items()},

@@ -264,10 +264,13 @@ def run_validate(args) -> int:
         cycles = args.same_run
         per = max(2, method.processes // cycles)  # >= 2: one worker would switch the agent to its adaptive mode
         cyc_method = replace(method, processes=per, max_processes=per)
+        # the blocks get a quarter of the profile's rounds in all (spread networks use nearly every block, so the
+        # subset alone would not make this cheaper than a profile)
+        blk_method = replace(cyc_method, rounds=max(2, method.rounds // (2 * cycles)))
         table = [(f"lut:{k}", *lut_entry(k)) for k in used_entries(lut, archs)]
         anchors = [k[4:] for k, _, _ in table if not k.startswith("lut:pair:")]
-        passes = [(f"{kind} {c + 1}/{cycles}", c, cyc_method, entries) for c in range(cycles)
-                  for kind, entries in (("blocks", table), ("networks", nets))]
+        passes = [(f"{kind} {c + 1}/{cycles}", c, m, entries) for c in range(cycles)
+                  for kind, m, entries in (("blocks", blk_method, table), ("networks", cyc_method, nets))]
     elif cycles:
         # --cycles N: the LUT's own entries re-measured in N passes alternating with N passes of the networks, each
         # pass with 1/N of the LUT's workers, so blocks and networks see the same stretches of the device's state

@@ -16,7 +16,8 @@ from profiler.space import HARDCORE
 from profiler.transport import AGENT
 
 BIN = Path(sys.executable).parent
-FAST = ["--target-ci", "0.05", "--processes", "3", "--rounds", "4", "--quiet"]
+# the profiling path's mechanics (workers, journal, resume); one call per sample keeps them quick on a busy host
+FAST = ["--target-ci", "0.05", "--processes", "3", "--rounds", "4", "--mode", "interleaved", "--quiet"]
 
 
 def run_agent(tmp_path, blocks, **method):

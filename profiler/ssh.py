@@ -36,7 +36,7 @@ from .errors import ConnectionFailed, DeviceFailed, HostKeyError
 from .transport import AGENT, AgentExit
 
 # Shipped next to the agent: the parser of benchmark_model's output (the agent imports it when it drives the binary).
-SUPPORT = [Path(__file__).resolve().parent / "benchmark_model.py"]
+SUPPORT = [AGENT.parent / "benchmark_model.py"]
 POLL_S = 0.2  # how often the reader wakes up to drain stderr and check the timeouts
 
 # Run directories a dropped connection could not remove, by (host, port): the next connection removes them.

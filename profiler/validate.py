@@ -16,19 +16,15 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from .errors import BadInput, BadLut
-from .lut import Lut, atomic_write_json, latest, lut_dir
-from .runner import Method, measure, pool_parts
+from .files import atomic_write_json
+from .lut import Lut, latest, lut_dir
+from .runner import measure, pool_parts
 from .space import Arch, BlockSpec, Space
 
 
 def predictor(lut: Lut, calibrated: bool = True):
     """A function Arch -> predicted ms: eq. (3) on the in-context block table (calibration folded in if stored)."""
-    table = lut.block_table(calibrated=calibrated)
-    try:
-        from search.latency import LinearResource  # eq. (3) in one place when the search package is present
-    except ImportError:
-        return lambda arch: float(sum(table[str(b)] for b in arch.blocks()))
-    model = LinearResource.from_table(lut.space, table)
+    model = lut.latency_model(calibrated=calibrated)
     return lambda arch: float(model.predict_arch(arch))
 
 
@@ -203,7 +199,8 @@ def plot(path: Path, pred, meas, title: str, same_run=None) -> None:
 
 
 def run_validate(args) -> int:
-    from .devices import resolve_device, with_overrides
+    from .devices import with_overrides
+    from .inventory import resolve_device
 
     names = args.device or ["local"]
     if len(names) != 1:
@@ -214,11 +211,12 @@ def run_validate(args) -> int:
     if args.lut:
         lut = Lut.load(args.lut)
     else:
-        from .space import HARDCORE
+        from .space import get_space
 
-        found = latest(Path(args.out), dev.name, HARDCORE)
+        space = get_space(args.space)
+        found = latest(Path(args.out), dev.name, space)
         if found is None:
-            raise BadLut(f"no LUT for device {dev.name!r} under {lut_dir(Path(args.out), dev.name, HARDCORE)}; "
+            raise BadLut(f"no LUT for device {dev.name!r} under {lut_dir(Path(args.out), dev.name, space)}; "
                          f"run: profile --device {dev.name}")
         lut = Lut.load(found)
     space = lut.space
@@ -226,10 +224,9 @@ def run_validate(args) -> int:
     if lut.device != dev.name:
         raise BadLut(f"{lut.path} was measured on device {lut.device!r}; validate it with --device {lut.device}, "
                      f"or pass a LUT of {dev.name!r}")
-    rt = lut.data["runtime"]
-    runtime = dev.runtime_settings(rt["name"], rt["threads"])
-    if args.runtime and args.runtime != rt["name"]:
-        raise BadInput(f"--runtime {args.runtime} differs from the LUT's runtime {rt['name']!r}")
+    runtime = lut.runtime_for(dev)
+    if args.runtime and args.runtime != runtime["name"]:
+        raise BadInput(f"--runtime {args.runtime} differs from the LUT's runtime {runtime['name']!r}")
     predict = predictor(lut)
     archs = [] if args.drift else spread_sample(space, predict, args.n, args.seed)
     anchors = anchor_keys(lut, args.anchors)
@@ -240,8 +237,7 @@ def run_validate(args) -> int:
     # networks they read slow by the cache state the networks leave behind (up to 1.35x on the smallest block,
     # 1.12x median, in a run where the networks themselves were within 1.7 % of the prediction): that is the
     # context, not the device (docs/BENCHMARKS.md, "The device moved between sessions").
-    method = replace(Method(**{k: v for k, v in lut.data["method"].items() if k in Method.__dataclass_fields__}),
-                     budget_s=args.budget)
+    method = replace(lut.method(), budget_s=args.budget)
     passes = [("anchors", None, method, [(f"anchor:{k}", BlockSpec.parse(k), None) for k in anchors]),
               ("networks", None, method, nets)]
     cycles = 0 if args.drift else args.cycles

@@ -40,13 +40,8 @@ def lut_files():
 
 
 def _model(lut):
-    from profiler.lut import Lut
-
-    if hasattr(Lut, "latency_model"):
-        return lut.latency_model()
-    from search.latency import LinearResource  # before the model moved into profiler/
-
-    return LinearResource.from_table(lut.space, lut.block_table(), name=f"{lut.device}:latency", unit="ms")
+    # written with search.latency.LinearResource.from_table(lut.space, lut.block_table()) before the move
+    return lut.latency_model()
 
 
 def predictions() -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from .errors import CorruptJournal, NotWritable
+from .protocol import decode
 
 
 class Journal:
@@ -31,9 +32,7 @@ class Journal:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict) or "type" not in obj:
-                    raise ValueError("not a journal record")
+                obj = decode(line)
             except ValueError as exc:
                 raise CorruptJournal(f"journal {self.path} line {no} is corrupt ({exc}); move the file away to "
                                      "start this job over") from None

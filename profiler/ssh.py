@@ -33,6 +33,7 @@ import paramiko
 
 from .devices import Device
 from .errors import ConnectionFailed, DeviceFailed, HostKeyError
+from .protocol import parse_line
 from .transport import AGENT, AgentExit
 
 # Shipped next to the agent: the parser of benchmark_model's output (the agent imports it when it drives the binary).
@@ -299,8 +300,10 @@ class SSHTransport:
                         line = raw.decode(errors="replace").strip()
                         if line.startswith("lutnas-pid "):
                             pid = int(line.split()[1])
-                        elif line.startswith("{"):
-                            yield json.loads(line)
+                        else:
+                            obj = parse_line(line, self.where)
+                            if obj is not None:
+                                yield obj
                     continue
                 if now - last > s["entry_timeout"] or (s["timeout"] and now - start > s["timeout"]):
                     what = (f"printed nothing for {s['entry_timeout']:.0f} s (entry_timeout)"

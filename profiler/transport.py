@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .protocol import parse_line
+
 AGENT = Path(__file__).resolve().parent.parent / "agents" / "lutnas_agent.py"
 
 
@@ -48,9 +50,9 @@ class LocalTransport:
         cmd = [self.python, str(AGENT), *args, str(path)] if not args else [self.python, str(AGENT), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                yield json.loads(line)
+            obj = parse_line(line, "local agent")
+            if obj is not None:
+                yield obj
         code = self.proc.wait()
         err = self.proc.stderr.read()
         self.proc = None

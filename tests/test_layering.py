@@ -122,3 +122,12 @@ def test_module_is_short(name):
     n = len(path.read_text().splitlines())
     limit = KNOWN_LONG.get(rel, MAX_LINES)
     assert rel in LONG_OK or n <= limit, f"{rel} has {n} lines; split it by role (limit {limit})"
+
+
+def test_host_and_agent_speak_the_same_protocol_version():
+    from profiler.protocol import PROTOCOL
+
+    tree = ast.parse((ROOT / "agents/lutnas_agent.py").read_text())
+    schema = [n.value.value for n in tree.body if isinstance(n, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id == "SCHEMA" for t in n.targets)]
+    assert schema == [PROTOCOL]

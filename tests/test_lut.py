@@ -111,3 +111,34 @@ def test_latest_prefers_newest_measurement_then_its_newest_calibration(tmp_path)
     # the older LUT's calibration never wins over a newer measurement
     assert latest(tmp_path, "local", HARDCORE, calibrated=True).name == names[2]
     assert latest(tmp_path, "other", HARDCORE) is None
+
+
+def test_fleet_progress_counts_an_entry_done_only_when_every_worker_pass_measured_it(tmp_path):
+    """The journal holds one line per (key, worker): after the first of 3 worker passes, a third is done, not all."""
+    import json
+
+    from profiler.devices import LOCAL
+    from profiler.fleet import Job
+
+    path = tmp_path / ".journal-x.jsonl"
+    job = Job(LOCAL, {}, 1, path, total=4, need=3)
+    assert job.done() == 0  # no journal yet
+    lines = [{"type": "fingerprint", "schema": 1}] + [{"type": "entry", "key": f"k{i}", "worker": 0} for i in range(4)]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"type": "ent')  # a line being written
+    assert job.done() == 1  # 4 of 12 (key, worker) units
+    with open(path, "w") as f:
+        f.write("".join(json.dumps({"type": "entry", "key": f"k{i}", "worker": w}) + "\n"
+                        for w in range(3) for i in range(4)))
+    assert job.done() == 4
+
+
+def test_the_host_refuses_an_agent_of_another_protocol_version():
+    from profiler.errors import DeviceFailed
+    from profiler.protocol import PROTOCOL, parse_line
+
+    assert parse_line("lutnas-pid 12", "dev") is None
+    assert parse_line('{"type": "fingerprint", "schema": %d}' % PROTOCOL, "dev")["schema"] == PROTOCOL
+    with pytest.raises(DeviceFailed, match=r"pi4: the agent speaks protocol version 2, this host 1"):
+        parse_line('{"type": "fingerprint", "schema": 2}', "pi4")
+    with pytest.raises(DeviceFailed, match=r"pi4: the agent printed a line that is not a record"):
+        parse_line('{"type": "entry", "key": ', "pi4")

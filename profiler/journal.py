@@ -55,14 +55,6 @@ class Journal:
         os.fsync(self._f.fileno())
         self.lines.append(obj)
 
-    def entries(self) -> Dict[str, dict]:
-        """Finished entries by key (the first result of a key wins; a key is never measured twice)."""
-        out: Dict[str, dict] = {}
-        for obj in self.lines:
-            if obj["type"] == "entry" and obj["key"] not in out:
-                out[obj["key"]] = obj
-        return out
-
     def by_worker(self) -> Dict[str, Dict[int, dict]]:
         """Results by key and worker process: {key: {worker: line}}; a (key, worker) is never measured twice."""
         out: Dict[str, Dict[int, dict]] = {}

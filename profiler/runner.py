@@ -181,7 +181,7 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
                 del m["rounds"]  # one process: the agent's adaptive stopping rule decides the sample count
             manifest = {"job": journal.path.stem, "runtime": runtime, "method": m, "entries": [spec[k] for k in todo]}
             try:
-                for msg in transport.run(manifest, [Path(spec[k]["model"]) for k in todo]):
+                for msg in transport.run(manifest):
                     kind = msg.get("type")
                     if kind == "error" and msg.get("code") == "runtime_missing":
                         raise RuntimeMissing(

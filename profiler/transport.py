@@ -25,8 +25,6 @@ class AgentExit(Exception):
 class LocalTransport:
     """Runs the agent as a subprocess; models are read where the host exported them."""
 
-    name = "local"
-
     def __init__(self, python: str = sys.executable):
         self.python = python
         self._tmp = None
@@ -43,7 +41,7 @@ class LocalTransport:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def run(self, manifest: dict, models: Sequence[Path], args: Sequence[str] = ()) -> Iterator[dict]:
+    def run(self, manifest: dict, args: Sequence[str] = ()) -> Iterator[dict]:
         """Run the agent on ``manifest`` and yield its JSON lines as they arrive."""
         path = Path(self._tmp.name) / "manifest.json"
         path.write_text(json.dumps(manifest))

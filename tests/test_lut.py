@@ -85,7 +85,7 @@ def test_journal_drops_a_truncated_last_line_and_refuses_a_corrupt_one(tmp_path)
     with open(p, "a") as f:
         f.write('{"type": "entry", "key": "b", "med')  # killed mid-write
     j2 = Journal(p)
-    assert list(j2.entries()) == ["a"]
+    assert list(j2.by_worker()) == ["a"]
     j2.append({"type": "entry", "key": "b", "median_ms": 2.0})
     j2.close()
     assert [json.loads(x)["key"] for x in p.read_text().splitlines()] == ["a", "b"]

@@ -128,8 +128,8 @@ def test_cut_connection_killed_agent_and_restarted_sshd_lose_and_repeat_nothing(
     real = fleet.SSHTransport
 
     class Recording(real):  # what reaches the runner (and so the journal), across every reconnection
-        def run(self, manifest, models, args=()):
-            for msg in super().run(manifest, models, args):
+        def run(self, manifest, args=()):
+            for msg in super().run(manifest, args):
                 if msg.get("type") == "entry":
                     yielded.append((msg["key"], msg.get("worker", 0)))
                 yield msg

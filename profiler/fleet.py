@@ -17,6 +17,7 @@ from typing import Callable, List, Optional
 
 from .devices import Device
 from .errors import ExitStatus, LutnasError
+from .journal import journal_path
 from .lut import lut_dir
 from .progress import fmt_s
 from .protocol import decode, entries_done
@@ -164,7 +165,7 @@ def profile_fleet(devices: List[Device], space, args, method: Method, entries: O
     for dev in devices:
         rt = dev.runtime_settings(args.runtime, args.threads)
         jid = job_id(dev, space, rt, dev.preset.batch, method, keys)
-        jobs.append(Job(dev, rt, dev.preset.batch, lut_dir(out, dev.name, space) / f".journal-{jid}.jsonl",
+        jobs.append(Job(dev, rt, dev.preset.batch, journal_path(lut_dir(out, dev.name, space), jid),
                         len(keys), need=1 if method.processes <= 1 else method.processes))
     # Export on the host first, one model at a time (torch's exporters are not thread-safe), so the device threads
     # find every model in the cache and only wait on their devices.

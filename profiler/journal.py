@@ -6,6 +6,7 @@ line means the file was damaged: loading refuses it and says which line.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,6 +14,17 @@ from typing import Dict, List
 
 from .errors import CorruptJournal, NotWritable
 from .protocol import decode
+
+
+def job_id(*parts) -> str:
+    """12 hex digits naming a job by everything that defines it (JSON of ``parts``): another setting, another job."""
+    return hashlib.sha256(json.dumps(list(parts), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def journal_path(directory, job: str, kind: str = "") -> Path:
+    """Where the journal of job ``job`` lives: ``<directory>/.journal-[<kind>-]<job>.jsonl`` (hidden: a LUT
+    directory lists LUTs; .gitignore'd)."""
+    return Path(directory) / f".journal-{kind + '-' if kind else ''}{job}.jsonl"
 
 
 class Journal:

@@ -25,6 +25,7 @@ from typing import Dict, Mapping, Optional
 from . import __version__
 from .errors import BadLut
 from .files import atomic_write_json
+from .keys import EntryKey
 from .method import Method
 from .model import LinearResource
 from .space import BlockSpec, Space, get_space
@@ -130,11 +131,12 @@ class Lut:
         """Per boundary shape, the mean over measured pairs of t(A) + t(B) - t(A then B)."""
         found: Dict[str, list] = {}
         for key in self.entries:
-            if not key.startswith("pair:"):
+            parsed = EntryKey.parse(key)
+            if parsed.kind != "pair":
                 continue
-            a, b = key[5:].split("+")
-            delta = self.median(a) + self.median(b) - self.median(key)
-            found.setdefault(boundary_key(BlockSpec.parse(a)), []).append(delta)
+            a, b = parsed.blocks()
+            delta = self.median(str(a)) + self.median(str(b)) - self.median(key)
+            found.setdefault(boundary_key(a), []).append(delta)
         return {k: {"delta_ms": sum(v) / len(v), "pairs": len(v)} for k, v in sorted(found.items())}
 
     def block_table(self, in_context: bool = True, calibrated: bool = True) -> Dict[str, float]:

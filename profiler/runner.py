@@ -2,8 +2,6 @@
 as it arrives, resume from the journal, and write the LUT atomically."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import asdict
@@ -14,16 +12,14 @@ import numpy as np
 
 from .devices import RUNTIMES, Device
 from .errors import DeviceFailed, NotWritable, RuntimeMissing
-from .journal import Journal
+from .journal import Journal, journal_path
+from .journal import job_id as journal_job_id
+from .keys import pair_key
 from .lut import Lut, lut_dir, lut_filename
 from .method import Method
 from .progress import Progress
 from .space import Arch, BlockSpec, Space
 from .transport import AgentExit, LocalTransport
-
-
-def pair_key(a: BlockSpec, b: BlockSpec) -> str:
-    return f"pair:{a}+{b}"
 
 
 def boundary_pairs(space: Space, per_boundary: int, seed: int = 0) -> List[Tuple[BlockSpec, BlockSpec]]:
@@ -59,8 +55,7 @@ def job_entries(space: Space, method: Method) -> List[Tuple[str, BlockSpec, Opti
 
 
 def job_id(device: Device, space: Space, runtime: dict, batch: int, method: Method, keys: Sequence[str]) -> str:
-    blob = json.dumps([device.name, space.hash, runtime, batch, asdict(method), sorted(keys)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return journal_job_id(device.name, space.hash, runtime, batch, asdict(method), sorted(keys))
 
 
 def export_entry(first, second: Optional[BlockSpec], batch: int, fmt: str) -> Tuple[Path, bool]:
@@ -250,7 +245,7 @@ def profile(device: Device, space: Space, runtime: dict, batch: int = 1, method:
     entries = entries if entries is not None else job_entries(space, method)
     d = lut_dir(out, device.name, space)
     jid = job_id(device, space, runtime, batch, method, [k for k, _, _ in entries])
-    done, journal, timing = measure(device, runtime, batch, method, entries, d / f".journal-{jid}.jsonl",
+    done, journal, timing = measure(device, runtime, batch, method, entries, journal_path(d, jid),
                                     transport_factory, progress, require_resume)
     fp = journal.fingerprint()
     rt = dict(runtime, version=fp.get("runtime"))

@@ -222,20 +222,19 @@ def verify(args, archs, rows, lut) -> None:
 
     from profiler.inventory import resolve_device
     from profiler.lut import lut_dir
+    from profiler.journal import job_id, journal_path
+    from profiler.keys import net_key
     from profiler.runner import measure
 
     dev = resolve_device(args.verify_on, args.devices)
     runtime = lut.runtime_for(dev)
     method = lut.method()
-    entries = [(f"net:{a}", a, None) for a in archs]
-    import hashlib
-
-    jid = hashlib.sha256("|".join(map(str, archs)).encode()).hexdigest()[:12]
-    jpath = lut_dir(Path(args.luts), dev.name, lut.space) / f".journal-verify-{jid}.jsonl"
+    entries = [(net_key(a), a, None) for a in archs]
+    jpath = journal_path(lut_dir(Path(args.luts), dev.name, lut.space), job_id(*map(str, archs)), "verify")
     done, journal, _ = measure(dev, runtime, lut.data["batch"], replace(method), entries, jpath,
                                progress=not args.quiet, label="verify")
     for a, row in zip(archs, rows):
-        e = done[f"net:{a}"]
+        e = done[net_key(a)]
         row["measured_ms"], row["measured_ci95_ms"] = e["median_ms"], e["ci95_ms"]
         row["verified_on"] = dev.name
         row["meets_target_measured"] = bool(e["median_ms"] - e["ci95_ms"] <= row["target_ms"])

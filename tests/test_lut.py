@@ -142,3 +142,25 @@ def test_the_host_refuses_an_agent_of_another_protocol_version():
         parse_line('{"type": "fingerprint", "schema": 2}', "pi4")
     with pytest.raises(DeviceFailed, match=r"pi4: the agent printed a line that is not a record"):
         parse_line('{"type": "entry", "key": ', "pi4")
+
+
+def test_entry_keys_have_one_grammar_and_round_trip():
+    from profiler.keys import EntryKey, anchor_key, is_pair, lut_key, net_key, pair_key
+    from profiler.space import HARDCORE, Arch
+
+    a, b = HARDCORE.unique_blocks()[3:5]
+    arch = Arch(((0, 1), (2, 3, 4), (5, 6), (7, 8, 9, 10), (11, 0)))
+    keys = {str(a): ("block", (a, None)), pair_key(a, b): ("pair", (a, b)), anchor_key(str(a)): ("anchor", (a, None)),
+            lut_key(pair_key(a, b)): ("lut", (a, b)), net_key(arch): ("net", None)}
+    for key, (kind, blocks) in keys.items():
+        parsed = EntryKey.parse(key)
+        assert parsed.kind == kind and str(parsed) == key and is_pair(key) == (kind == "pair")
+        if blocks is not None:
+            assert parsed.blocks() == blocks
+    assert Arch.parse(EntryKey.parse(net_key(arch)).body) == arch
+    with pytest.raises(ValueError, match="names a network, not blocks"):
+        EntryKey.parse(net_key(arch)).blocks()
+    with pytest.raises(ValueError, match="unknown entry key prefix 'cell'"):
+        EntryKey.parse("cell:x")
+    with pytest.raises(ValueError, match="lacks '\\+' between its two blocks"):
+        EntryKey.parse(f"pair:{a}").blocks()

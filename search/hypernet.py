@@ -74,7 +74,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -82,9 +82,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from profiler.export import atomic_file
-from profiler.space import Space
+from profiler.space import Arch, Space
 
 from .latency import LinearResource
+from .polish import polish as polish_arch
 from .problem import Problem, SearchResult, finish
 from .projection import argmax_arch
 
@@ -355,7 +356,8 @@ def _select(problem: Problem, tr: _Trained, family: List[dict], oracle: _Counted
 def hypernet(problem: Problem, steps: int = 600, seed: int = 0, batch: int = 16, kappa: float = 1.0,
              lr: float = 0.01, hidden: int = 64, tau: Tuple[float, float] = (1.0, 0.2), warmup: float = 0.3,
              entropy: float = 0.003, grid: int = 200, refine: int = 16,
-             cache_path: Optional[Union[str, Path]] = None) -> SearchResult:
+             cache_path: Optional[Union[str, Path]] = None, polish: bool = True, polish_evals: int = 64,
+             warm_start: Sequence[Arch] = ()) -> SearchResult:
     """Train (or reuse) the hypernetwork for this problem's objective and resource tables, then pick the family
     member for this problem's bounds.
 
@@ -371,6 +373,9 @@ def hypernet(problem: Problem, steps: int = 600, seed: int = 0, batch: int = 16,
         cache_path: also keep the trained H in this file (torch.save, atomic write) and reuse it in a later process
             when the settings, the resource tables and the objective's answer at the uniform (α, β) match; a file
             that does not match is replaced.
+        polish: end with ``polish.polish`` from the picked member's softmax (α, β), the member a candidate.
+        polish_evals: cap on the local search's objective evaluations.
+        warm_start: feasible architectures of a tighter target (a sweep), candidates of the polish.
 
     Returns:
         SearchResult; ``info["family"]`` lists every scored member (S, arch, loss, each resource, feasible),
@@ -413,4 +418,9 @@ def hypernet(problem: Problem, steps: int = 600, seed: int = 0, batch: int = 16,
             "f_scale": tr.f_scale, "settings": asdict(st),
             "family": [{k: v for k, v in m.items() if not k.startswith("_")} for m in family],
             "search_s": time.monotonic() - t0}
-    return finish(problem, "hypernet", pick["_arch"], pick["_alpha"], pick["_beta"], tr.trace, info)
+    arch = pick["_arch"]
+    if polish:
+        arch, more = polish_arch(problem, pick["_alpha"], pick["_beta"], [arch], warm_start, max_evals=polish_evals)
+        info.update(more)
+        info["evaluations"] += more["polish_evals"]
+    return finish(problem, "hypernet", arch, pick["_alpha"], pick["_beta"], tr.trace, info)

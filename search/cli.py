@@ -143,7 +143,7 @@ def run_search(args) -> int:
         t0 = time.monotonic()
         try:
             r = solve(latency, t, objective, algo=args.algo, constraints=constraints, steps=args.steps, seed=args.seed,
-                      warm_start=tuple(found), **options)
+                      warm_start=tuple(found[-1:]), **options)
         except InfeasibleTarget as exc:
             raise Infeasible(str(exc)) from None
         row = {"arch": str(r.arch), "target_ms": t, "predicted_ms": float(latency.predict_arch(r.arch)),
@@ -158,7 +158,7 @@ def run_search(args) -> int:
             raise Infeasible(f"{args.algo} found no architecture within {t} ms (best predicted "
                              f"{row['predicted_ms']:.3f} ms); try --algo bcsfw or a larger target")
         results.append((r.arch, row))
-        found.append(r.arch)
+        found.append(r.arch)  # feasible: an infeasible result raised above
     results.sort(key=lambda ar: targets.index(ar[1]["target_ms"]))
     if args.export:
         from profiler.export import export_arch

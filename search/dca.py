@@ -346,10 +346,8 @@ def dca(problem: Problem, steps: int = 300, seed: int = 0, sweep_steps: int = 10
         max_extra: at most this many runs after the first when its result violates a bound.
         objective_key, graph_path, reuse: where the graph is stored and under which objective (``lookup_graph``).
         interpolate: read K' between grid points (else the grid point itself).
-        polish: end with ``polish.polish`` from the final run's relaxed (α, β), its argmax a candidate (exact solve
-            of the linearisation, local search; feasible whenever the bounds can be met).
-        polish_evals: cap on the local search's objective evaluations.
-        warm_start: feasible architectures of a tighter target (a sweep), candidates of the polish.
+        polish, polish_evals, warm_start: the final discrete step from the last run's (α, β) (``polish.polish``;
+            its argmax and the warm starts are candidates), its local-search cap, a tighter target's answers.
 
     Returns:
         SearchResult with ``info``: runs (sweep + final), sweep_runs (0 when the graph was reused), final_runs,

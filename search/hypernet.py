@@ -53,11 +53,8 @@ the sampled architecture, Adam, one training for all budgets. Different, and why
 - Cost: ``steps · batch`` oracle calls for training (default 600 · 16 = 9600, 2.5–7 s CPU with an analytic f), then
   one per distinct family member; a supernet oracle makes training proportionally slower.
 
-Measured with the defaults on the local LUT (4 random separable objectives × budgets at 2, 10, 30, 50, 80 % of the
-latency range): every result feasible, the grid family spanning 2.43–2.44 ms up to 5.0–5.6 ms (space 2.41–9.18 ms,
-unconstrained optima 5.6–6.2 ms), mean gap to the exact constrained optimum 3.6–7.1 % per objective (worst 19.6 %,
-at the tightest budget, where |optimum| is small). The price of one training for all budgets: BCSFW, one search
-per budget, has a mean gap of 2.3 % (docs/search-core.md, synthetic LUT).
+Figures (the family alone and with the final discrete step of ``polish.py``, which every pick ends with):
+docs/search-core.md and docs/BENCHMARKS.md.
 
 **Caching.** The training does not depend on the bounds, so it is kept in memory keyed by id(objective) (checked
 against a weak reference, so a recycled id cannot match), the content hash of every resource table, and the
@@ -373,9 +370,8 @@ def hypernet(problem: Problem, steps: int = 600, seed: int = 0, batch: int = 16,
         cache_path: also keep the trained H in this file (torch.save, atomic write) and reuse it in a later process
             when the settings, the resource tables and the objective's answer at the uniform (α, β) match; a file
             that does not match is replaced.
-        polish: end with ``polish.polish`` from the picked member's softmax (α, β), the member a candidate.
-        polish_evals: cap on the local search's objective evaluations.
-        warm_start: feasible architectures of a tighter target (a sweep), candidates of the polish.
+        polish, polish_evals, warm_start: the final discrete step from the pick's softmax (α, β) (``polish.polish``;
+            the member and the warm starts are candidates), its local-search cap, a tighter target's answers.
 
     Returns:
         SearchResult; ``info["family"]`` lists every scored member (S, arch, loss, each resource, feasible),

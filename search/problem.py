@@ -255,7 +255,8 @@ def sweep(lut_or_model, targets: Sequence[float], objective: Objective, algo: st
     out: Dict[int, SearchResult] = {}
     found: List[Arch] = []
     for i in order:
-        r = solve(lut_or_model, targets[i], objective, algo=algo, warm_start=tuple(found), **kw)
+        # the last answer is the best so far (each is no worse than its warm starts): one candidate suffices
+        r = solve(lut_or_model, targets[i], objective, algo=algo, warm_start=tuple(found[-1:]), **kw)
         if r.feasible:
             found.append(r.arch)
         out[i] = r

@@ -49,7 +49,10 @@ def worker(cases: int, out: str) -> int:
     from profiler.lut import Lut
     from profiler.space import HARDCORE
     from search.exact import SeparableObjective
-    from search.latency import LinearResource
+    try:  # the eq. (3) model moved from search/ to profiler/ (issue 12): a baseline tree may have either
+        from profiler.model import LinearResource
+    except ImportError:
+        from search.latency import LinearResource
     from search.problem import InfeasibleResultWarning, solve
 
     lat = LinearResource.from_table(HARDCORE, Lut.load(ROOT / LUT).block_table())
@@ -114,8 +117,8 @@ def main(argv=None) -> int:
     from _common import save_result
     from profiler.lut import Lut
     from profiler.space import Arch, HARDCORE
+    from profiler.model import LinearResource
     from search.exact import SeparableObjective, exact_optimum
-    from search.latency import LinearResource
     from search.problem import solve
 
     lat = LinearResource.from_table(HARDCORE, Lut.load(ROOT / LUT).block_table())

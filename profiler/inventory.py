@@ -23,8 +23,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Dict, Optional
 
-from .devices import PRESETS, RUNTIMES, Device
-from .errors import BadInput
+from .devices import LOCAL, PRESETS, RUNTIMES, Device
+from .errors import BadInput, UnknownDevice
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -144,3 +144,14 @@ def load_inventory(path: Optional[str] = None) -> Dict[str, Device]:
             raise BadInput(f"{file}: devices.{name} must be a table ([devices.{name}])")
         out[name] = _device(file, name, {**defaults, **entry})
     return out
+
+
+def resolve_device(name: str, inventory: Optional[str] = None) -> Device:
+    """The device called ``name``: ``local`` is built in; others come from the inventory file."""
+    if name == "local":
+        return LOCAL
+    devices = load_inventory(inventory)
+    if name not in devices:
+        known = ", ".join(["local (built in)"] + sorted(devices))
+        raise UnknownDevice(f"unknown device {name!r}; known: {known}; add it to a devices.toml inventory")
+    return devices[name]

@@ -20,9 +20,9 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from profiler.errors import ExitStatus, LutnasError
+from profiler.model import LinearResource, depth_matrix
 from profiler.space import Arch, Space
 
-from .latency import LinearResource, depth_matrix
 from .projection import to_arch
 
 Bound = Tuple[LinearResource, float]

@@ -28,10 +28,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from profiler.model import depth_matrix
 from profiler.space import Arch
 
 from .exact import solve_separable
-from .latency import depth_matrix
 from .problem import Problem
 
 

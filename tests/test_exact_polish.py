@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 from profiler.lut import Lut
+from profiler.model import LinearResource, block_cost, flops_model, params_model
 from profiler.space import HARDCORE
 from search.exact import (LinearObjective, NotSeparable, SeparableObjective, exact_optimum, pareto_solve,
                           solve_milp)
-from search.latency import LinearResource
 from search.problem import InfeasibleResultWarning, solve, sweep
-from search.resources import block_cost, flops_model, params_model
 
 TABLE = {str(b): 0.02 + block_cost(b)[1] / 1e8 for b in HARDCORE.unique_blocks()}  # ms: ~1 GMAC/s + overhead
 SYNTH = LinearResource.from_table(HARDCORE, TABLE)

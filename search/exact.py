@@ -12,7 +12,6 @@ solves it in milliseconds. The same program with no objective decides whether se
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -23,7 +22,7 @@ from profiler.errors import ExitStatus, LutnasError
 from profiler.model import LinearResource, depth_matrix
 from profiler.space import Arch, Space
 
-from .projection import to_arch
+from .decode import to_arch
 
 Bound = Tuple[LinearResource, float]
 
@@ -300,26 +299,3 @@ class NotSeparable(LutnasError):
     """``--algo exact`` was given an objective that does not declare per-block costs (a supernet, say)."""
 
     status = ExitStatus.BAD_INPUT
-
-
-def exact(problem, steps: int = 0, seed: int = 0):
-    """The exact constrained optimum of an objective that declares itself separable (``separable_costs()``): Pareto
-    composition for one bound, the MILP for several. ``steps`` and ``seed`` are accepted and unused.
-
-    Raises:
-        NotSeparable: the objective declares no per-block costs.
-    """
-    from .problem import finish
-
-    costs = separable_costs(problem.objective)
-    if costs is None:
-        raise NotSeparable(f"--algo exact needs an objective that is a sum of per-block costs (it declares them with "
-                           f"separable_costs()); {type(problem.objective).__name__} does not: use bcsfw")
-    t0 = time.perf_counter()
-    arch, how = solve_separable(problem.space, costs[0], costs[1], problem.resources)
-    if arch is None:  # Problem.check refuses this case before any searcher runs
-        from .problem import InfeasibleTarget
-
-        raise InfeasibleTarget("no architecture meets every bound", np.inf, problem.target)
-    a, b = arch.one_hot()
-    return finish(problem, "exact", arch, a, b, [], {"method": how, "solve_s": time.perf_counter() - t0})

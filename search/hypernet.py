@@ -80,6 +80,7 @@ from profiler.files import atomic_file
 from profiler.model import LinearResource
 from profiler.space import Arch, Space
 
+from .gumbel import gumbel_softmax_st
 from .polish import polish as polish_arch
 from .problem import Problem, SearchResult, finish
 from .projection import argmax_arch
@@ -129,21 +130,6 @@ class HyperNet(nn.Module):
         n_a = int(np.prod(self.a_shape))
         lead = S.shape[:-1]
         return out[..., :n_a].reshape(*lead, *self.a_shape), out[..., n_a:].reshape(*lead, *self.b_shape)
-
-
-def gumbel_softmax_st(logits: torch.Tensor, tau: float, generator: Optional[torch.Generator] = None,
-                      noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Straight-through Gumbel-softmax over the last axis: one-hot forward, ∂softmax((logits + g)/τ) backward.
-
-    Args:
-        noise: uniform(0, 1) draws shaped like ``logits``; drawn from ``generator`` when None.
-    """
-    if noise is None:
-        noise = torch.rand(logits.shape, generator=generator, dtype=logits.dtype)
-    g = -torch.log(-torch.log(noise.clamp(1e-10, 1.0 - 1e-7)))
-    soft = F.softmax((logits + g) / tau, dim=-1)
-    hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
-    return hard - soft.detach() + soft
 
 
 def simplex_grid(k: int, max_points: int = 200) -> np.ndarray:

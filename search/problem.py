@@ -169,7 +169,7 @@ def trace_row(problem: Problem, step: int, loss: float, alpha: np.ndarray, beta:
 
 # name -> "module:function" (imported on first use) or the function itself
 ALGOS: Dict[str, Union[str, Callable[..., SearchResult]]] = {
-    "exact": "search.exact:exact",
+    "exact": "search.exact_search:exact",
     "bcsfw": "search.bcsfw:bcsfw",
     "soft": "search.soft:soft",
     "connas": "search.connas:connas",

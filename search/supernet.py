@@ -269,7 +269,7 @@ class Supernet(nn.Module):
 
     def to_arch(self, alpha: torch.Tensor, beta: torch.Tensor) -> Arch:
         """The discrete architecture of one path (argmax of α (S, B, C) and β (S, D))."""
-        from .projection import to_arch
+        from .decode import to_arch
 
         return to_arch(self.space, alpha.detach().cpu().numpy(), beta.detach().cpu().numpy())
 

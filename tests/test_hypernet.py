@@ -14,6 +14,7 @@ from profiler.lut import Lut
 from profiler.model import LinearResource, block_cost, params_model
 from profiler.space import HARDCORE, Arch
 from search import hypernet as hn
+from search.gumbel import gumbel_softmax_st
 from search.exact import SeparableObjective, exact_optimum
 from search.problem import InfeasibleResultWarning, Problem, solve
 from tests.conftest import objective
@@ -38,11 +39,11 @@ def test_gumbel_straight_through_samples_differ_and_pass_gradient():
     logits = torch.randn(5, 4, 12, generator=torch.Generator().manual_seed(0), requires_grad=True)
     u1 = torch.rand(5, 4, 12, generator=torch.Generator().manual_seed(1))
     u2 = torch.rand(5, 4, 12, generator=torch.Generator().manual_seed(2))
-    s1, s2 = hn.gumbel_softmax_st(logits, 0.5, noise=u1), hn.gumbel_softmax_st(logits, 0.5, noise=u2)
+    s1, s2 = gumbel_softmax_st(logits, 0.5, noise=u1), gumbel_softmax_st(logits, 0.5, noise=u2)
     for s in (s1, s2):  # forward: exactly one-hot per group
         assert torch.allclose(s.sum(-1), torch.ones(5, 4)) and set(s.detach().unique().tolist()) <= {0.0, 1.0}
     assert not torch.equal(s1, s2)
-    assert torch.equal(s1, hn.gumbel_softmax_st(logits, 0.5, noise=u1))  # the noise alone decides the sample
+    assert torch.equal(s1, gumbel_softmax_st(logits, 0.5, noise=u1))  # the noise alone decides the sample
     # the sample is the argmax of logits + Gumbel noise (the Gumbel-max trick)
     g = -torch.log(-torch.log(u1))
     assert torch.equal(s1.argmax(-1), (logits + g).argmax(-1))

@@ -57,6 +57,8 @@ def parse_constraint(text: str, luts_root: Path):
         if path is None:
             raise BadInput(f"constraint {text!r}: no LUT for device {where!r} under {luts_root}; profile it first")
         lut = Lut.load(path, space=HARDCORE)
+    for line in lut.caveats():
+        print(f"search: warning: {line}", file=sys.stderr)
     res = LinearResource.from_table(HARDCORE, lut.block_table(), name=f"{lut.device}:latency", unit="ms")
     return res, bound
 
@@ -116,6 +118,8 @@ def run_search(args) -> int:
     lut = Lut.load(args.lut)
     space = lut.space
     lut.check_space(space)
+    for line in lut.caveats():
+        print(f"search: warning: {line}", file=sys.stderr)
     latency = LinearResource.from_table(space, lut.block_table(), name=f"{lut.device}:latency", unit="ms")
     constraints = [parse_constraint(c, Path(args.luts)) for c in args.constraint]
     params, flops = params_model(space), flops_model(space)

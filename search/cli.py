@@ -59,6 +59,8 @@ def parse_constraint(text: str, luts_root: Path, space=None):
         if path is None:
             raise BadInput(f"constraint {text!r}: no LUT for device {where!r} under {luts_root}; profile it first")
         lut = Lut.load(path, space=space)
+    for line in lut.caveats():
+        print(f"search: warning: {line}", file=sys.stderr)
     return lut.latency_model(), bound
 
 
@@ -115,6 +117,8 @@ def run_search(args) -> int:
     lut = Lut.load(args.lut)
     space = lut.space
     lut.check_space(space)
+    for line in lut.caveats():
+        print(f"search: warning: {line}", file=sys.stderr)
     latency = lut.latency_model()
     constraints = [parse_constraint(c, Path(args.luts), space) for c in args.constraint]
     params, flops = params_model(space), flops_model(space)

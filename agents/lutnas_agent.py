@@ -138,6 +138,51 @@ def _loadavg():
         return None
 
 
+QEMU_NAMES = {"armv6l": "arm", "armv7l": "arm", "armv8l": "arm", "i686": "i386"}
+
+
+def _parent(pid):
+    stat = _read("/proc/%d/stat" % pid) or ""
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def emulation():
+    """Evidence, as short phrases, that this process runs under an emulator (qemu-user) rather than on a CPU of
+    its own architecture; empty on real hardware.
+
+    qemu-user answers uname() with the guest's machine and hides itself from /proc/self, but not from the rest
+    of /proc: the kernel's /proc/cpuinfo describes the host's CPU (qemu < 8.2), a parent process's exe link
+    names the qemu interpreter binfmt_misc started it with, and where binfmt_misc is visible it says that this
+    machine's own binaries go through qemu.
+    """
+    machine = platform.machine().lower()
+    found = []
+    cpuinfo = _read("/proc/cpuinfo") or ""
+    x86_cpu = "vendor_id" in cpuinfo or "GenuineIntel" in cpuinfo or "AuthenticAMD" in cpuinfo
+    if machine.startswith(("aarch64", "arm")) and x86_cpu:
+        found.append("/proc/cpuinfo describes an x86 CPU under %s" % machine)
+    elif machine in ("x86_64", "amd64", "i386", "i686") and "CPU implementer" in cpuinfo:
+        found.append("/proc/cpuinfo describes an ARM CPU under %s" % machine)
+    name = "/proc/sys/fs/binfmt_misc/qemu-" + QEMU_NAMES.get(machine, machine)
+    reg = _read(name)
+    if reg and reg.splitlines()[0] == "enabled":
+        found.append("%s is enabled" % name)
+    pid, hops = os.getppid(), 0
+    while pid > 1 and hops < 4:
+        try:
+            exe = os.readlink("/proc/%d/exe" % pid)
+        except OSError:
+            exe = ""
+        if "qemu" in os.path.basename(exe):
+            found.append("parent process %d runs %s" % (pid, exe))
+            break
+        pid, hops = _parent(pid), hops + 1
+    return found
+
+
 def fingerprint(runtime_name, pinned, rt=None):
     uname = platform.uname()
     mod, version = runtime_info(runtime_name)
@@ -152,6 +197,10 @@ def fingerprint(runtime_name, pinned, rt=None):
         "temperatures_c": temperatures(), "freq_mhz": frequencies(), "accelerator": accelerator(),
         "pinned_cores": pinned, "loadavg": _loadavg(),
     }
+    evidence = emulation()
+    fp["emulated"] = bool(evidence)
+    if evidence:
+        fp["emulation"] = evidence
     if mod is not None and runtime_name == "onnxruntime":
         fp["providers_available"] = mod.get_available_providers()
     return fp

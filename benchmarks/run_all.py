@@ -16,6 +16,7 @@ BENCHES = [
     ("bench_supernet.py", [], ["--quick"]),
     ("bench_searched_vs_random.py", [], ["--quick"]),
     ("bench_searchers.py", [], ["--quick"]),
+    ("bench_exact_gap.py", [], ["--quick"]),
 ]
 
 

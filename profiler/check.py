@@ -43,6 +43,8 @@ def report(device: Device, runtime: dict, lines: List[dict], out=None) -> int:
     w(f"device      {device.name} ({'this machine' if device.is_local else device.host})\n")
     if fp:
         w(f"cpu         {fp.get('cpu_model')} x{fp.get('cpu_count')} ({fp.get('machine')}), {fp.get('os')}\n")
+        if fp.get("emulated"):
+            w(f"emulated    yes: {'; '.join(fp.get('emulation', []))}; timings will not be a real device's\n")
         w(f"python      {fp.get('python')} ({python})\n")
         w(f"numpy       {fp.get('numpy')}\n")
         w(f"governor    {fp.get('governor')}\n")

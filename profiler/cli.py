@@ -56,10 +56,36 @@ def profile_parser() -> argparse.ArgumentParser:
                    "process)")
     p.add_argument("--rounds", type=int, help="rounds each worker times (default 30 steady, 40 interleaved)")
     p.add_argument("--space", default="hardcore-mbv3", help="search space (default hardcore-mbv3)")
+    p.add_argument("--blocks", metavar="PATTERN", help="measure only the entries whose key matches this glob "
+                   "(blocks like 'ir_k3_*@7', pairs 'pair:*'); the LUT is marked partial")
+    p.add_argument("--limit", type=int, metavar="N", help="measure only the first N entries (of those --blocks "
+                   "selects); the LUT is marked partial, and validate/search refuse one that lacks blocks")
     p.add_argument("--check", action="store_true", help="only connect and report the device's Python, numpy, "
                    "runtime and accelerator")
     p.add_argument("--trust-new-host", action="store_true", help="accept and record an unknown SSH host key")
     return p
+
+
+def select_entries(space, method, pattern: Optional[str], limit: Optional[int]) -> Optional[list]:
+    """The entries ``--blocks PATTERN`` and ``--limit N`` keep, in the space's order; None when neither is given."""
+    from fnmatch import fnmatchcase
+
+    from .errors import BadInput
+    from .runner import job_entries
+
+    if pattern is None and limit is None:
+        return None
+    entries = job_entries(space, method)
+    if pattern is not None:
+        entries = [e for e in entries if fnmatchcase(e[0], pattern)]
+        if not entries:
+            raise BadInput(f"--blocks {pattern!r} matches no entry of space {space.name!r}; keys look like "
+                           f"{job_entries(space, method)[1][0]!r} (shell-style wildcards)")
+    if limit is not None:
+        if limit < 1:
+            raise BadInput(f"--limit {limit}: give a number of entries >= 1")
+        entries = entries[:limit]
+    return entries
 
 
 def run_profile(args) -> int:
@@ -78,10 +104,11 @@ def run_profile(args) -> int:
     method = replace(base, target_ci=args.target_ci, budget_s=args.budget, processes=processes,
                      rounds=args.rounds if args.rounds is not None else base.rounds,
                      max_processes=max(2 * processes, 1))
+    entries = None if args.check else select_entries(space, method, args.blocks, args.limit)
     if len(devices) > 1 or not devices[0].is_local:
         from .fleet import profile_fleet  # SSH devices
 
-        return profile_fleet(devices, space, args, method)
+        return profile_fleet(devices, space, args, method, entries=entries)
     dev = devices[0]
     runtime = dev.runtime_settings(args.runtime, args.threads)
     if args.check:
@@ -89,7 +116,7 @@ def run_profile(args) -> int:
 
         return check_local(dev, runtime)
     path, timing = profile(dev, space, runtime, dev.preset.batch, method, Path(args.out), progress=not args.quiet,
-                           require_resume=args.resume)
+                           require_resume=args.resume, entries=entries)
     print(f"profiled {dev.name}: export {timing['export_s']:.1f}s, measurement {timing['measure_s']:.1f}s, "
           f"overhead {timing['overhead_s']:.1f}s, total {timing['total_s']:.1f}s", file=sys.stderr)
     sp = timing.get("split")

@@ -127,6 +127,28 @@ class Lut:
         except KeyError:
             raise BadLut(f"{self.path} has no entry for block {key!r}") from None
 
+    @property
+    def partial(self) -> Optional[dict]:
+        """``{"entries": n, "of": N, "blocks_missing": m}`` for a LUT of only some entries (``--limit``/``--blocks``)."""
+        return self.data.get("partial")
+
+    @property
+    def emulated(self) -> bool:
+        """Whether the agent found itself under an emulator (qemu-user) while measuring."""
+        return bool(self.data["device"].get("fingerprint", {}).get("emulated"))
+
+    def caveats(self) -> list:
+        """One line per reason this LUT's numbers are not a whole real device's (an emulated device, a partial LUT)."""
+        out = []
+        if self.emulated:
+            out.append(f"{self.path} was measured on an emulated {self.device!r} (qemu-user): its timings are not "
+                       "a real device's")
+        p = self.partial
+        if p:
+            out.append(f"{self.path} is partial ({p['entries']} of {p['of']} entries, {p['blocks_missing']} blocks "
+                       "missing): profile the whole space without --limit/--blocks")
+        return out
+
     def fit_boundaries(self) -> Dict[str, dict]:
         """Per boundary shape, the mean over measured pairs of t(A) + t(B) - t(A then B)."""
         found: Dict[str, list] = {}
@@ -150,6 +172,11 @@ class Lut:
         space = self.space
         bounds = self.data.get("boundaries") or {}
         cal = self.calibration if calibrated else None
+        missing = [str(b) for b in space.unique_blocks() if str(b) not in self.entries]
+        if missing:
+            what = "a partial LUT" if self.partial else "incomplete"
+            raise BadLut(f"{self.path} is {what}: {len(missing)} of the space's blocks are not measured (e.g. "
+                         f"{missing[0]!r}); profile the whole space without --limit/--blocks")
         table = {}
         for b in space.unique_blocks():
             t = self.median(str(b))

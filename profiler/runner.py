@@ -280,6 +280,10 @@ def profile(device: Device, space: Space, runtime: dict, batch: int = 1, method:
     fp = journal.fingerprint()
     rt = dict(runtime, version=fp.get("runtime"))
     lut = Lut.new(space, device.name, fp, rt, batch, asdict(method), done)
+    full = job_entries(space, method)
+    if {k for k, _, _ in full} - set(done):  # --limit/--blocks: say so in the LUT, so it is never taken as whole
+        blocks = {str(b) for b in space.unique_blocks()}
+        lut.data["partial"] = {"entries": len(done), "of": len(full), "blocks_missing": len(blocks - set(done))}
     path = lut.save(d / lut_filename(runtime, batch))
     journal.remove()  # everything it held is now in the LUT
     timing["total_s"] = time.monotonic() - t_start

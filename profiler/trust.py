@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Tuple
 FLAGGED_MAX = 0.10  # more than this fraction of entries flagged: warn
 
 # The parts of a fingerprint that identify the machine and runtime. Load, temperatures, frequencies, hostname and
-# pinned cores change from run to run on the same machine and are not compared. ``emulated`` (a device run under
-# an emulator) changes what a number means as much as the CPU does.
-STABLE_KEYS = ("cpu_model", "cpu_count", "machine", "runtime", "emulated")
+# pinned cores change from run to run on the same machine and are not compared. (An emulated device has its own
+# warnings: ``Lut.caveats`` and validate's.)
+STABLE_KEYS = ("cpu_model", "cpu_count", "machine", "runtime")
 
 
 class LutTrustWarning(UserWarning):
@@ -51,11 +51,7 @@ def fingerprint_diff(stored: dict, now: dict) -> List[Tuple[str, object, object]
     out = []
     for k in STABLE_KEYS:
         a, b = stored.get(k), now.get(k)
-        if a is None and b is None:
-            continue
-        if k == "emulated":  # absent = not emulated (agents before the field)
-            a, b = bool(a), bool(b)
-        elif a is None or b is None:
+        if a is None or b is None:
             continue
         if a != b:
             out.append((k, a, b))

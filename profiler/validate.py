@@ -224,6 +224,8 @@ def run_validate(args) -> int:
         lut = Lut.load(found)
     space = lut.space
     lut.check_space(space)
+    for line in lut.caveats():
+        print(f"validate: warning: {line}", file=sys.stderr)
     if lut.device != dev.name:
         raise BadLut(f"{lut.path} was measured on device {lut.device!r}; validate it with --device {lut.device}, "
                      f"or pass a LUT of {dev.name!r}")
@@ -295,6 +297,9 @@ def run_validate(args) -> int:
                     timing.setdefault(k, {})[kk] = timing.get(k, {}).get(kk, 0) + vv
             else:
                 timing[k] = timing.get(k, 0.0) + v
+    if not lut.emulated and any(j.fingerprint().get("emulated") for j in journals):
+        print(f"validate: warning: device {dev.name!r} is emulated (qemu-user) now: these timings are not a real "
+              "device's", file=sys.stderr)
     for k, v in parts.items():
         done[k] = v[0] if len(v) == 1 else pool_parts(k, v, method)
     other = device_warning(lut, journals[0].fingerprint() if journals else {}, dev.name)

@@ -21,10 +21,13 @@ objective, as measured in docs/search-core.md — then rounding of the few fract
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from profiler.space import Arch
+
+from .polish import polish as polish_arch
 from .problem import Problem, SearchResult, finish, trace_row
 from .projection import lmo_alpha, lmo_beta, project
 
@@ -127,7 +130,8 @@ def _max_step(problem: Problem, alpha, beta, new_a, new_b) -> float:
 
 def bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optional[Callable[[int], float]] = None,
           momentum: float = 0.0, p_alpha: float = 0.5, max_candidates: int = 4096,
-          vertex_by: str = "both") -> SearchResult:
+          vertex_by: str = "both", polish: bool = True, polish_evals: int = 64,
+          warm_start: Sequence[Arch] = ()) -> SearchResult:
     """HardCoRe-NAS Algorithm 1 on ``problem``; returns a feasible discrete architecture.
 
     Args:
@@ -140,6 +144,10 @@ def bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optional[Cal
         max_candidates: rounding enumerates at most this many completions of the fractional groups.
         vertex_by: the projection's LP objective: "closeness" (eq. (13)), "objective" (projection.lp_vertex) or
             "both" (candidates from both, the best by the objective; default).
+        polish: end with ``polish.polish`` (exact solve of the linearisation at ζ, local search); False returns the
+            projection as it is.
+        polish_evals: cap on the local search's objective evaluations.
+        warm_start: feasible architectures of a tighter target (a sweep), candidates of the polish.
     """
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
@@ -183,4 +191,7 @@ def bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optional[Cal
     arch, info = project(problem.space, alpha, beta, bounds, max_candidates=max_candidates,
                          objective=problem.objective, vertex_by=vertex_by)
     info.update(start=start, lp_s=lp_s, step_s=step_s, steps=steps)
+    if polish:
+        arch, more = polish_arch(problem, alpha, beta, [arch], warm_start, max_evals=polish_evals)
+        info.update(more)
     return finish(problem, "bcsfw", arch, alpha, beta, trace, info)

@@ -59,6 +59,8 @@ def parse_constraint(text: str, luts_root: Path, space=None, notes: Optional[lis
         if path is None:
             raise BadInput(f"constraint {text!r}: no LUT for device {where!r} under {luts_root}; profile it first")
         lut = Lut.load(path, space=space)
+    for line in lut.caveats():
+        print(f"search: warning: {line}", file=sys.stderr)
     if notes is not None:  # issue 18: a rough table says so (the caller prints the lines)
         from profiler.trust import warn_lines
 
@@ -67,17 +69,13 @@ def parse_constraint(text: str, luts_root: Path, space=None, notes: Optional[lis
 
 
 def capacity_objective(space):
-    """Without a supernet: prefer the most FLOPs within the budget (a capacity proxy), linear in (α, β)."""
+    """Without a supernet: prefer the most FLOPs within the budget (a capacity proxy), linear in (α, β); it declares
+    its per-block costs, so ``--algo exact`` solves it exactly (the default without ``--supernet``)."""
     from profiler.model import flops_model
+    from search.exact import LinearObjective
 
     model = flops_model(space)
-    scale = 1.0 / model.max_value()
-
-    def objective(alpha, beta):
-        ga, gb = model.grad(alpha, beta)
-        return -float(model.predict(alpha, beta)) * scale, -ga * scale, -gb * scale
-
-    return objective
+    return LinearObjective(model, sign=-1.0, scale=model.max_value())
 
 
 def search_parser() -> argparse.ArgumentParser:
@@ -85,7 +83,8 @@ def search_parser() -> argparse.ArgumentParser:
                                 "measured LUT, with a hard constraint. 'search train-supernet --help' for training.")
     p.add_argument("--lut", required=True, metavar="PATH", help="measured LUT (profile's output)")
     p.add_argument("--target-ms", required=True, metavar="T[,T...]", help="latency budget(s) in ms")
-    p.add_argument("--algo", default="bcsfw", help="searcher: bcsfw (default), connas, dca, hypernet, soft")
+    p.add_argument("--algo", help="searcher: exact (default without --supernet: the FLOPs proxy is a sum of per-block "
+                   "costs), bcsfw (default with --supernet), connas, dca, hypernet, soft")
     p.add_argument("--supernet", metavar="CKPT", help="trained supernet checkpoint: its validation loss is the "
                    "objective (default: a FLOPs capacity proxy)")
     p.add_argument("--constraint", action="append", default=[], metavar="SPEC",
@@ -115,11 +114,15 @@ def run_search(args) -> int:
         targets = [float(t) for t in args.target_ms.split(",")]
     except ValueError:
         raise BadInput(f"--target-ms {args.target_ms!r} is not a number or comma-separated numbers") from None
+    if args.algo is None:
+        args.algo = "bcsfw" if args.supernet else "exact"
     if args.algo not in ALGOS:
         raise BadInput(f"unknown --algo {args.algo!r}; known: {', '.join(sorted(ALGOS))}")
     lut = Lut.load(args.lut)
     space = lut.space
     lut.check_space(space)
+    for line in lut.caveats():
+        print(f"search: warning: {line}", file=sys.stderr)
     from profiler.trust import warn_lines
 
     # issue 18: a rough table, or (--verify-on) one of another machine, says so in one line each, printed once the
@@ -147,12 +150,13 @@ def run_search(args) -> int:
         what = "FLOPs capacity proxy (no --supernet)"
         objective_key = f"flops-capacity-{space.hash}"
     options = algo_options(args, objective_key)
-    results = []
-    for t in targets:
+    results, found = [], []
+    # tightest target first, each warm-started from the tighter ones' answers: a looser budget is never worse
+    for t in sorted(targets):
         t0 = time.monotonic()
         try:
             r = solve(latency, t, objective, algo=args.algo, constraints=constraints, steps=args.steps, seed=args.seed,
-                      **options)
+                      warm_start=tuple(found[-1:]), **options)
         except InfeasibleTarget as exc:
             raise Infeasible(str(exc)) from None
         row = {"arch": str(r.arch), "target_ms": t, "predicted_ms": float(latency.predict_arch(r.arch)),
@@ -167,6 +171,8 @@ def run_search(args) -> int:
             raise Infeasible(f"{args.algo} found no architecture within {t} ms (best predicted "
                              f"{row['predicted_ms']:.3f} ms); try --algo bcsfw or a larger target")
         results.append((r.arch, row))
+        found.append(r.arch)  # feasible: an infeasible result raised above
+    results.sort(key=lambda ar: targets.index(ar[1]["target_ms"]))
     if args.export:
         from profiler.export import export_arch
 

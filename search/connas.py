@@ -64,6 +64,7 @@ import numpy as np
 from profiler.model import LinearResource
 from profiler.space import Arch
 
+from .polish import polish as polish_arch
 from .problem import Problem, SearchResult, finish, trace_row
 from .projection import argmax_arch
 from .soft import LogitAdam, _softmax, _softmax_backward
@@ -184,7 +185,8 @@ def modified_gradients(alpha: np.ndarray, beta: np.ndarray, g_alpha: np.ndarray,
 
 def connas(problem: Problem, steps: int = 300, seed: int = 0, R: float = 1.2, eps: float = 1e-3, lr: float = 0.05,
            late_frac: float = 0.5, on: str = "alpha", optimizer: str = "adam",
-           init_std: float = 1e-3) -> SearchResult:
+           init_std: float = 1e-3, polish: bool = True, polish_evals: int = 64,
+           warm_start: Sequence[Arch] = ()) -> SearchResult:
     """CONNAS: descent on softmax logits with the gradient modified while the argmax architecture violates a bound;
     returns the best feasible argmax architecture of the late steps.
 
@@ -201,6 +203,10 @@ def connas(problem: Problem, steps: int = 300, seed: int = 0, R: float = 1.2, ep
         on: where the modification acts: "alpha" (∂f/∂α, default) or "logits" (see the module docstring).
         optimizer: "adam" (default, as ``soft``) or "sgd" (plain descent).
         init_std: logits start at N(0, init_std²) (seeded), i.e. near uniform α, β.
+        polish: end with ``polish.polish`` from the final softmax (α, β), the selected architecture a candidate
+            (exact solve of the linearisation, local search; feasible whenever the bounds can be met).
+        polish_evals: cap on the local search's objective evaluations.
+        warm_start: feasible architectures of a tighter target (a sweep), candidates of the polish.
     """
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"unknown optimizer {optimizer!r}; expected 'adam' or 'sgd'")
@@ -259,4 +265,9 @@ def connas(problem: Problem, steps: int = 300, seed: int = 0, R: float = 1.2, ep
             "late_archs": len(late), "late_feasible": len(late_feasible), "evaluated_archs": len(pool),
             "distinct_archs": len(seen), "selected_from": selected_from, "selected_loss": losses[best],
             "R": R, "eps": eps, "lr": lr, "late_frac": late_frac, "on": on, "optimizer": optimizer, "steps": steps}
-    return finish(problem, "connas", pool[best], alpha, beta, trace, info)
+    arch = pool[best]
+    if polish:
+        arch, more = polish_arch(problem, alpha, beta, [arch], warm_start, max_evals=polish_evals)
+        info.update(more)
+        info["objective_evals"] += more["polish_evals"]
+    return finish(problem, "connas", arch, alpha, beta, trace, info)

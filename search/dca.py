@@ -57,6 +57,7 @@ import numpy as np
 from profiler.errors import BadInput
 from profiler.space import Arch
 
+from .polish import polish as polish_arch
 from .problem import Problem, SearchResult, finish, trace_row
 from .projection import argmax_arch
 from .soft import LogitAdam, _softmax_backward
@@ -325,7 +326,8 @@ def _next_kprime(graph: LookupGraph, failed: Dict[float, float], bound: float, l
 def dca(problem: Problem, steps: int = 300, seed: int = 0, sweep_steps: int = 100, points: int = 10,
         lr: float = 0.1, eta: float = 2.0, init_std: float = 1e-3, max_extra: int = 3,
         objective_key: Optional[str] = None, graph_path=None, reuse: bool = True,
-        interpolate: bool = True) -> SearchResult:
+        interpolate: bool = True, polish: bool = True, polish_evals: int = 64,
+        warm_start: Sequence[Arch] = ()) -> SearchResult:
     """DCA-NAS on ``problem``: lookup graph (swept or reused), search at the K' it gives, step down if infeasible.
 
     Args:
@@ -338,6 +340,8 @@ def dca(problem: Problem, steps: int = 300, seed: int = 0, sweep_steps: int = 10
         max_extra: at most this many runs after the first when its result violates a bound.
         objective_key, graph_path, reuse: where the graph is stored and under which objective (``lookup_graph``).
         interpolate: read K' between grid points (else the grid point itself).
+        polish, polish_evals, warm_start: the final discrete step from the last run's (α, β) (``polish.polish``;
+            its argmax and the warm starts are candidates), its local-search cap, a tighter target's answers.
 
     Returns:
         SearchResult with ``info``: runs (sweep + final), sweep_runs (0 when the graph was reused), final_runs,
@@ -374,10 +378,17 @@ def dca(problem: Problem, steps: int = 300, seed: int = 0, sweep_steps: int = 10
         misses = [0.0 if v <= b + problem.slack(b) else v - b for v, (_, b) in zip(values[1:], problem.resources[1:])]
         shrinks = [n + (m > 0) for n, m in zip(shrinks, misses)]
         others = [kb - m * 2.0 ** (n - 1) if m > 0 else kb for kb, m, n in zip(others, misses, shrinks)]
+        if min(others, default=1.0) <= 0.0:  # shrunk past zero: no K' left to try; the final discrete step decides
+            break
     info = {"runs": sweep_runs + len(tried), "sweep_runs": sweep_runs, "final_runs": len(tried),
             "objective_evals": (sweep_runs + len(tried)) * (settings.steps + 1), "run_steps": settings.steps,
             "kprime": tried[-1][0], "kprime_tried": [t[0] for t in tried], "kprime_others": tried[-1][1:],
             "lambda": {n: float(x) for n, x in zip(problem.names, run.lam)}, "graph_reused": source != "sweep",
             "graph_source": source, "graph_key": graph.key,
             "graph": {"kprime": graph.kprime, "raw": graph.raw, "value": graph.value}}
-    return finish(problem, "dca", run.arch, run.alpha, run.beta, run.trace, info)
+    arch = run.arch
+    if polish:
+        arch, more = polish_arch(problem, run.alpha, run.beta, [arch], warm_start, max_evals=polish_evals)
+        info.update(more)
+        info["objective_evals"] += more["polish_evals"]
+    return finish(problem, "dca", arch, run.alpha, run.beta, run.trace, info)

@@ -51,6 +51,9 @@ the sampled architecture, Adam, one training for all budgets. Different, and why
 - Cost: ``steps · batch`` oracle calls for training (default 600 · 16 = 9600), then
   one per distinct family member; a supernet oracle makes training proportionally slower.
 
+Figures (the family alone and with the final discrete step of ``polish.py``, which every pick ends with):
+docs/search-core.md and docs/BENCHMARKS.md.
+
 **Caching.** The training does not depend on the bounds, so it is kept in memory keyed by id(objective) (checked
 against a weak reference, so a recycled id cannot match), the content hash of every resource table, and the
 settings: ``search --target-ms 7,8,9`` trains once. Each architecture's validation loss is memoised with it. With
@@ -66,7 +69,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -75,8 +78,10 @@ from torch import nn
 
 from profiler.files import atomic_file
 from profiler.model import LinearResource
-from profiler.space import Space
+from profiler.space import Arch, Space
 
+from .gumbel import gumbel_softmax_st
+from .polish import polish as polish_arch
 from .problem import Problem, SearchResult, finish
 from .projection import argmax_arch
 
@@ -125,21 +130,6 @@ class HyperNet(nn.Module):
         n_a = int(np.prod(self.a_shape))
         lead = S.shape[:-1]
         return out[..., :n_a].reshape(*lead, *self.a_shape), out[..., n_a:].reshape(*lead, *self.b_shape)
-
-
-def gumbel_softmax_st(logits: torch.Tensor, tau: float, generator: Optional[torch.Generator] = None,
-                      noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Straight-through Gumbel-softmax over the last axis: one-hot forward, ∂softmax((logits + g)/τ) backward.
-
-    Args:
-        noise: uniform(0, 1) draws shaped like ``logits``; drawn from ``generator`` when None.
-    """
-    if noise is None:
-        noise = torch.rand(logits.shape, generator=generator, dtype=logits.dtype)
-    g = -torch.log(-torch.log(noise.clamp(1e-10, 1.0 - 1e-7)))
-    soft = F.softmax((logits + g) / tau, dim=-1)
-    hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
-    return hard - soft.detach() + soft
 
 
 def simplex_grid(k: int, max_points: int = 200) -> np.ndarray:
@@ -347,7 +337,8 @@ def _select(problem: Problem, tr: _Trained, family: List[dict], oracle: _Counted
 def hypernet(problem: Problem, steps: int = 600, seed: int = 0, batch: int = 16, kappa: float = 1.0,
              lr: float = 0.01, hidden: int = 64, tau: Tuple[float, float] = (1.0, 0.2), warmup: float = 0.3,
              entropy: float = 0.003, grid: int = 200, refine: int = 16,
-             cache_path: Optional[Union[str, Path]] = None) -> SearchResult:
+             cache_path: Optional[Union[str, Path]] = None, polish: bool = True, polish_evals: int = 64,
+             warm_start: Sequence[Arch] = ()) -> SearchResult:
     """Train (or reuse) the hypernetwork for this problem's objective and resource tables, then pick the family
     member for this problem's bounds.
 
@@ -363,6 +354,8 @@ def hypernet(problem: Problem, steps: int = 600, seed: int = 0, batch: int = 16,
         cache_path: also keep the trained H in this file (torch.save, atomic write) and reuse it in a later process
             when the settings, the resource tables and the objective's answer at the uniform (α, β) match; a file
             that does not match is replaced.
+        polish, polish_evals, warm_start: the final discrete step from the pick's softmax (α, β) (``polish.polish``;
+            the member and the warm starts are candidates), its local-search cap, a tighter target's answers.
 
     Returns:
         SearchResult; ``info["family"]`` lists every scored member (S, arch, loss, each resource, feasible),
@@ -405,4 +398,9 @@ def hypernet(problem: Problem, steps: int = 600, seed: int = 0, batch: int = 16,
             "f_scale": tr.f_scale, "settings": asdict(st),
             "family": [{k: v for k, v in m.items() if not k.startswith("_")} for m in family],
             "search_s": time.monotonic() - t0}
-    return finish(problem, "hypernet", pick["_arch"], pick["_alpha"], pick["_beta"], tr.trace, info)
+    arch = pick["_arch"]
+    if polish:
+        arch, more = polish_arch(problem, pick["_alpha"], pick["_beta"], [arch], warm_start, max_evals=polish_evals)
+        info.update(more)
+        info["evaluations"] += more["polish_evals"]
+    return finish(problem, "hypernet", arch, pick["_alpha"], pick["_beta"], tr.trace, info)

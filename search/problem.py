@@ -12,6 +12,7 @@ SearchResult``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -168,6 +169,7 @@ def trace_row(problem: Problem, step: int, loss: float, alpha: np.ndarray, beta:
 
 # name -> "module:function" (imported on first use) or the function itself
 ALGOS: Dict[str, Union[str, Callable[..., SearchResult]]] = {
+    "exact": "search.exact_search:exact",
     "bcsfw": "search.bcsfw:bcsfw",
     "soft": "search.soft:soft",
     "connas": "search.connas:connas",
@@ -202,7 +204,7 @@ def as_resource(lut_or_model, name: str = "latency", unit: str = "ms") -> Linear
 
 def solve(lut_or_model, target_ms: float, objective: Objective, algo: str = "bcsfw",
           constraints: Sequence[Tuple[LinearResource, float]] = (), steps: int = 300, seed: int = 0,
-          **kw) -> SearchResult:
+          warm_start: Sequence[Arch] = (), **kw) -> SearchResult:
     """Search the space for an architecture with latency ≤ ``target_ms`` (and every other bound) minimising f.
 
     Args:
@@ -212,6 +214,9 @@ def solve(lut_or_model, target_ms: float, objective: Objective, algo: str = "bcs
         algo: a key of ``ALGOS``.
         constraints: further (LinearResource, bound) pairs, all enforced.
         steps, seed, **kw: passed to the searcher.
+        warm_start: architectures found for tighter bounds (``sweep``): a searcher that takes ``warm_start`` starts
+            its final discrete step from them; whatever the searcher, one meeting these bounds with a better
+            objective than the searcher's answer (or a feasible one where the answer is not) is returned instead.
 
     Returns:
         SearchResult; ``feasible`` False (with an ``InfeasibleResultWarning``) only from searchers without a hard
@@ -226,4 +231,35 @@ def solve(lut_or_model, target_ms: float, objective: Objective, algo: str = "bcs
     problem = Problem(latency.space, [(latency, float(target_ms))] + [(r, float(b)) for r, b in constraints],
                       objective)
     problem.check()
-    return fn(problem, steps=steps, seed=seed, **kw)
+    warm = [a for a in warm_start if problem.feasible_arch(a)]
+    if warm and "warm_start" in inspect.signature(fn).parameters:
+        kw["warm_start"] = warm
+    result = fn(problem, steps=steps, seed=seed, **kw)
+    if warm:
+        best = min(warm, key=lambda a: (float(objective(*a.one_hot())[0]), str(a)))
+        f_best = float(objective(*best.one_hot())[0])
+        if not result.feasible or f_best < float(objective(*result.arch.one_hot())[0]):
+            info = dict(result.info, warm_start_won=True, searcher_arch=str(result.arch))
+            result = finish(problem, result.algo, best, result.alpha, result.beta, result.trace, info)
+    return result
+
+
+def sweep(lut_or_model, targets: Sequence[float], objective: Objective, algo: str = "bcsfw",
+          **kw) -> List[SearchResult]:
+    """``solve`` at every target, from the tightest up, each warm-started from the tighter targets' answers: a
+    looser target never returns a worse objective (its predecessors' answers meet its bounds too). Returns the
+    results in the order of ``targets``; ``kw`` as ``solve``'s.
+
+    Raises:
+        InfeasibleTarget: some target cannot be met (nothing is returned for the others either).
+    """
+    order = sorted(range(len(targets)), key=lambda i: float(targets[i]))
+    out: Dict[int, SearchResult] = {}
+    found: List[Arch] = []
+    for i in order:
+        # the last answer is the best so far (each is no worse than its warm starts): one candidate suffices
+        r = solve(lut_or_model, targets[i], objective, algo=algo, warm_start=tuple(found[-1:]), **kw)
+        if r.feasible:
+            found.append(r.arch)
+        out[i] = r
+    return [out[i] for i in range(len(targets))]

@@ -25,6 +25,8 @@ from scipy.optimize import linprog
 from profiler.model import LinearResource
 from profiler.space import Arch, Space
 
+from .decode import to_arch
+
 
 Bound = Tuple[LinearResource, float]
 # Dual simplex always ends at a basic solution (a vertex), which Theorem 3.1 and the FW step rely on; HiGHS' interior
@@ -75,15 +77,6 @@ def lmo_beta(g_beta: np.ndarray, alpha: np.ndarray, bounds: Sequence[Bound]) -> 
 def fractional(x: np.ndarray) -> np.ndarray:
     """Mask of the groups (last axis) that are not one-hot."""
     return x.max(-1) < 1.0 - FRACTIONAL
-
-
-def to_arch(space: Space, alpha: np.ndarray, beta: np.ndarray) -> Arch:
-    """Per stage the most likely depth, per existing slot the most likely config (eq. (12) on a vertex)."""
-    stages = []
-    for s in range(space.n_stages):
-        d = space.depths[int(np.argmax(beta[s]))]
-        stages.append(tuple(int(np.argmax(alpha[s, b])) for b in range(d)))
-    return Arch(tuple(stages), space)
 
 
 def argmax_arch(space: Space, alpha: np.ndarray, beta: np.ndarray) -> Arch:

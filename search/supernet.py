@@ -269,9 +269,9 @@ class Supernet(nn.Module):
 
     def to_arch(self, alpha: torch.Tensor, beta: torch.Tensor) -> Arch:
         """The discrete architecture of one path (argmax of α (S, B, C) and β (S, D))."""
-        cfg, depth = alpha.argmax(-1).tolist(), beta.argmax(-1).tolist()
-        d = [self.space.depths[j] for j in depth]
-        return Arch(tuple(tuple(cfg[s][:d[s]]) for s in range(self.space.n_stages)), self.space)
+        from .decode import to_arch
+
+        return to_arch(self.space, alpha.detach().cpu().numpy(), beta.detach().cpu().numpy())
 
     # --- forward -----------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, alpha=None, beta=None, arch: Optional[Arch] = None) -> torch.Tensor:

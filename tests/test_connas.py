@@ -127,7 +127,7 @@ def test_without_modification_a_violation_is_reported_not_hidden():
     big = SeparableObjective(HARDCORE, -np.ones((5, 4, 12)) * np.arange(12), -np.ones((5, 3)) * np.arange(3))
     T = target(0.1)
     with pytest.warns(InfeasibleResultWarning):
-        r0 = solve(LAT, T, big, algo="connas", steps=80, seed=0, R=0.0)
+        r0 = solve(LAT, T, big, algo="connas", steps=80, seed=0, R=0.0, polish=False)  # CONNAS's own selection
     assert not r0.feasible and r0.predicted_ms > T and r0.info["selected_from"] == "none-feasible"
     with warnings.catch_warnings():
         warnings.simplefilter("error", InfeasibleResultWarning)
@@ -172,7 +172,8 @@ def test_solve_runs_connas_and_reports_its_work():
     r = solve(LAT, target(0.3), objective(5), algo="connas", steps=50, seed=1)
     assert r.algo == "connas" and len(r.trace) == 51 and {"violated", "arch_latency"} <= set(r.trace[0])
     info = r.info
-    assert info["objective_evals"] == 51 + info["evaluated_archs"]
+    assert info["objective_evals"] == 51 + info["evaluated_archs"] + info["polish_evals"]
+    assert 1 <= info["polish_evals"] <= 64 + 16
     assert 1 <= info["late_archs"] <= 26 and info["evaluated_archs"] == info["late_feasible"] >= 1
     assert 0 <= info["violating_steps"] <= 50 and info["distinct_archs"] >= info["late_archs"]
     again = solve(LAT, target(0.3), objective(5), algo="connas", steps=50, seed=1)

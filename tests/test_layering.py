@@ -12,7 +12,7 @@ MAX_LINES = 400
 LONG_OK = {"agents/lutnas_agent.py"}
 # Known debt, capped at today's size so it cannot grow: hypernet.py is being rewritten on another branch (split it
 # there), supernet.py still holds the checkpoint code (move it to search/checkpoint.py).
-KNOWN_LONG = {"search/hypernet.py": 408, "search/supernet.py": 450}
+KNOWN_LONG = {"search/hypernet.py": 406, "search/supernet.py": 450}
 
 
 def modules():

@@ -43,7 +43,8 @@ def test_extra_constraint_is_met(tmp_path):
     (["--target-ms", "5", "--algo", "magic"], 14, "unknown --algo 'magic'"),
     (["--target-ms", "5", "--supernet", "/nonexistent.pt"], 14, "/nonexistent.pt"),
     (["--target-ms", "5", "--constraint", "params<4M"], 14, "cannot read constraint"),
-    (["--target-ms", "5", "--draws", "4"], 14, "--draws is a hypernet setting; --algo bcsfw does not take it"),
+    (["--target-ms", "5", "--draws", "4"], 14, "--draws is a hypernet setting; --algo exact does not take it"),
+    (["--target-ms", "5", "--algo", "exact", "--supernet", "/nonexistent.pt"], 14, "/nonexistent.pt"),
 ])
 def test_bad_input_is_one_line_with_its_exit_code(args, code, msg):
     r = run("--lut", LUT, *args)
@@ -61,6 +62,22 @@ def test_search_with_a_tiny_supernet_reports_accuracy(tmp_path):
     x = json.loads(out.read_text())["results"][0]
     assert 0.0 <= x["accuracy"] <= 1.0 and x["predicted_ms"] <= 5.0
     assert "supernet" in x["objective"]
+
+
+def test_default_without_supernet_is_exact_and_a_sweep_is_monotone(tmp_path):
+    out = tmp_path / "r.json"
+    r = run("--lut", LUT, "--target-ms", "6,3,4,5", "--algo", "dca", "--steps", "40", "--state-dir", "",
+            "--json", out)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())["results"]
+    assert [x["target_ms"] for x in res] == [6.0, 3.0, 4.0, 5.0]  # the user's order, searched tightest first
+    flops = {x["target_ms"]: x["flops"] for x in res}
+    assert flops[3.0] <= flops[4.0] <= flops[5.0] <= flops[6.0]
+    r = run("--lut", LUT, "--target-ms", "4,6", "--json", out)
+    assert r.returncode == 0, r.stderr
+    exact = {x["target_ms"]: x for x in json.loads(out.read_text())["results"]}
+    assert all(x["algo"] == "exact" and x["feasible"] for x in exact.values())
+    assert exact[4.0]["flops"] >= flops[4.0] and exact[6.0]["flops"] >= flops[6.0]  # the optimum is the ceiling
 
 
 @pytest.mark.parametrize("algo", ["connas", "dca", "hypernet"])

@@ -50,7 +50,6 @@ def test_fingerprint_compares_the_machine_not_its_state():
     assert fingerprint_diff(stored, now) == []
     assert fingerprint_diff(stored, dict(now, cpu_model="Intel Xeon")) == [("cpu_model", "AMD EPYC", "Intel Xeon")]
     assert fingerprint_diff(stored, dict(now, runtime="onnxruntime 1.20.1"))[0][0] == "runtime"
-    assert fingerprint_diff(stored, dict(now, emulated=True)) == [("emulated", False, True)]
     assert fingerprint_diff(stored, {"cpu_model": "AMD EPYC"}) == []  # parts an old agent lacks: no claim
 
 

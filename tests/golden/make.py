@@ -27,6 +27,7 @@ TARGET_FRACS = (0.2, 0.5, 0.8)  # of the way from the LUT's minimum to its maxim
 SEARCH_LUT = "luts/local/hardcore-mbv3/20261122T232635Z-onnxruntime-t1-b1.json"
 # small step counts: the whole file runs in seconds; the keyword arguments are each searcher's own
 SEARCHERS_KW = {
+    "exact": dict(),
     "bcsfw": dict(steps=30),
     "soft": dict(steps=30),
     "connas": dict(steps=30),

@@ -1,0 +1,166 @@
+"""The discrete step every relaxed searcher (bcsfw, connas, dca, hypernet) ends with: exact for its final
+linearisation, then a local search on the true objective. Why this step and what it changed: docs/search-core.md.
+
+1. **Linearise** the objective at the searcher's final relaxed point (α, β), in the form of HardCoRe-NAS eq. (3):
+   a cost per (stage, slot, config) and a cost per (stage, depth), whose sum over a discrete architecture is the
+   first-order model of f. One oracle call at (α, β_deep) — β one-hot at the deepest depth, so that every slot
+   weighs 1 in eq. (3) — gives both: c_{s,b,c} = ∂f/∂α_{s,b,c} there, and e_{s,j} = ∂f/∂β_{s,j} less the model's
+   own cost of the slots depth j adds, Σ_{b ∈ extra(j)} ⟨c_{s,b}, α_{s,b}⟩. For an objective that is multilinear in
+   the groups (linear in each α_{s,b} and β_s, like the expectation of a per-block sum: the separable-bilinear
+   objectives of the benchmarks) this model is exact at any (α, β); otherwise it is the tangent at α.
+2. **Solve the model exactly** over the discrete architectures meeting every bound (``exact.solve_separable``:
+   Pareto composition for one bound, the MILP for several). That vertex is feasible whenever any architecture is,
+   whatever the searcher did before — the guarantee the relaxed searchers rely on at any steps/batch setting.
+   The model is then taken again at the best architecture so far (one-hot) and solved again, while that improves f
+   (a Frank-Wolfe whose linear minimisation oracle runs over the feasible discrete set).
+3. **Keep the best** by the true objective among the candidates: the searcher's own architecture (if feasible),
+   the warm starts (a tighter target's answers in a sweep, feasible for a looser bound: the sweep is monotone), and
+   the exact vertices.
+4. **Local search** from it over one-slot (another config) and one-depth moves (slots a deeper stage adds take the
+   model's best config) that keep every bound, tried in order of the model's predicted gain, first improvement
+   accepted; it stops after ``patience`` evaluations in a row without improvement or ``max_evals`` in all.
+
+Every oracle call is counted (``info["polish_evals"]``): with a supernet each one is a forward pass.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from profiler.model import depth_matrix
+from profiler.space import Arch
+
+from .exact import solve_separable
+from .problem import Problem
+
+
+class _Calls:
+    """The objective's value at discrete architectures, memoised, and every oracle call counted."""
+
+    def __init__(self, objective):
+        self.objective, self.calls, self.memo = objective, 0, {}
+
+    def grad(self, alpha, beta):
+        self.calls += 1
+        _, ga, gb = self.objective(alpha, beta)
+        return np.asarray(ga, float), np.asarray(gb, float)
+
+    def value(self, arch: Arch) -> float:
+        key = str(arch)
+        if key not in self.memo:
+            self.calls += 1
+            self.memo[key] = float(self.objective(*arch.one_hot())[0])
+        return self.memo[key]
+
+
+def linear_model(problem: Problem, alpha: np.ndarray, beta: np.ndarray, calls: _Calls) -> Tuple[np.ndarray, np.ndarray]:
+    """(c (S, B, C), e (S, D)): the objective's first-order model at α as per-block and per-depth costs (step 1)."""
+    sp = problem.space
+    alpha = np.asarray(alpha, float)
+    deep = np.zeros((sp.n_stages, len(sp.depths)))
+    deep[:, int(np.argmax(sp.depths))] = 1.0
+    c, gb = calls.grad(alpha, deep)
+    always = np.arange(sp.max_depth) < min(sp.depths)  # slots every depth has: outside β in eq. (3)
+    slot = np.where(always, 0.0, (c * alpha).sum(-1))
+    return c, gb - slot @ depth_matrix(sp).T
+
+
+def _moves(problem: Problem, arch: Arch, c: np.ndarray, e: np.ndarray):
+    """Every one-slot and one-depth neighbour of ``arch`` meeting the bounds, with the model's predicted change."""
+    sp = problem.space
+    depths = list(sp.depths)
+    values = np.array([res.predict_arch(arch) for res, _ in problem.resources])
+    limits = np.array([b + problem.slack(b) for _, b in problem.resources])
+    thetas = [res.theta for res, _ in problem.resources]
+    out = []
+    for s, blocks in enumerate(arch.stages):
+        for b, cur in enumerate(blocks):
+            dr = np.array([t[s, b] - t[s, b, cur] for t in thetas])  # (K, C)
+            ok = np.all(values[:, None] + dr <= limits[:, None], axis=0)
+            for cfg in np.flatnonzero(ok):
+                if cfg != cur:
+                    new = blocks[:b] + (int(cfg),) + blocks[b + 1:]
+                    out.append((float(c[s, b, cfg] - c[s, b, cur]), s, new))
+        j = depths.index(len(blocks))
+        for j2, d2 in enumerate(depths):
+            if d2 == len(blocks):
+                continue
+            if d2 < len(blocks):
+                new = blocks[:d2]
+            else:
+                new = blocks + tuple(int(np.argmin(c[s, b])) for b in range(len(blocks), d2))
+            gain = e[s, j2] - e[s, j] + sum(c[s, b, new[b]] for b in range(d2)) - \
+                sum(c[s, b, blocks[b]] for b in range(len(blocks)))
+            out.append((float(gain), s, new))
+    feasible = []
+    for gain, s, new in out:
+        cand = Arch(arch.stages[:s] + (new,) + arch.stages[s + 1:], sp)
+        if problem.feasible_arch(cand):
+            feasible.append((gain, str(cand), cand))
+    feasible.sort(key=lambda m: (m[0], m[1]))
+    return feasible
+
+
+def polish(problem: Problem, alpha: np.ndarray, beta: np.ndarray, candidates: Sequence[Optional[Arch]] = (),
+           warm_start: Sequence[Arch] = (), max_evals: int = 64, patience: int = 8,
+           relinearise: int = 3) -> Tuple[Arch, dict]:
+    """The best feasible architecture the final discrete step finds from the relaxed (α, β) (module docstring).
+
+    Args:
+        candidates: the searcher's own architectures (infeasible ones are skipped).
+        warm_start: architectures of a tighter target in a sweep; kept if they meet these bounds.
+        max_evals: cap on the local search's objective evaluations (the linearisations and the candidates' values
+            are counted in ``polish_evals`` too, but not capped: a handful).
+        patience: stop the local search after this many evaluated moves in a row without improvement.
+        relinearise: at most this many further linearisations at the best architecture.
+
+    Returns:
+        (arch, info) with polish_evals, polish_from (which candidate the final architecture came from:
+        "searcher", "warm", "linear" or "local"), polish_moves (accepted local moves), polish_solver.
+
+    Raises:
+        InfeasibleTarget: no architecture meets the bounds (``Problem.check`` refuses that earlier).
+    """
+    calls = _Calls(problem.objective)
+    sp = problem.space
+    pool: Dict[str, Tuple[Arch, str]] = {}
+    for arch, src in [(a, "searcher") for a in candidates] + [(a, "warm") for a in warm_start]:
+        if arch is not None and problem.feasible_arch(arch):
+            pool.setdefault(str(arch), (arch, src))
+    c, e = linear_model(problem, alpha, beta, calls)
+    solver = None
+    for r in range(relinearise + 1):
+        vertex, solver = solve_separable(sp, c, e, problem.resources)
+        if vertex is None:
+            from .problem import InfeasibleTarget
+
+            raise InfeasibleTarget("no architecture meets every bound", np.inf, problem.target)
+        new = str(vertex) not in pool
+        pool.setdefault(str(vertex), (vertex, "linear"))
+        best_key = min(pool, key=lambda k: (calls.value(pool[k][0]), k))
+        if not new or r == relinearise or best_key != str(vertex):
+            break
+        c, e = linear_model(problem, *vertex.one_hot(), calls)
+    best, src = pool[best_key]
+    f_best = calls.value(best)
+    if best_key != str(vertex):  # the local search's model: the tangent at the architecture it starts from
+        c, e = linear_model(problem, *best.one_hot(), calls)
+    evals, since, moves = 0, 0, 0
+    improved = True
+    while improved and evals < max_evals:
+        improved = False
+        for _, key, cand in _moves(problem, best, c, e):
+            if key in calls.memo:
+                continue
+            evals, since = evals + 1, since + 1
+            f = calls.value(cand)
+            if f < f_best - 1e-12 * max(1.0, abs(f_best)):
+                best, f_best, src, since, improved, moves = cand, f, "local", 0, True, moves + 1
+                break
+            if since >= patience or evals >= max_evals:
+                break
+        if since >= patience:
+            break
+    return best, {"polish_evals": calls.calls, "polish_from": src, "polish_moves": moves, "polish_solver": solver,
+                  "polish_candidates": len(pool)}

@@ -164,7 +164,7 @@ def test_corrupt_journal_is_refused(tmp_path):
     from profiler.devices import LOCAL
     from profiler.runner import job_entries, job_id
 
-    m = Method(target_ci=0.05, processes=3, rounds=4, max_processes=6)
+    m = Method.preset("interleaved", target_ci=0.05, processes=3, rounds=4, max_processes=6)  # as FAST asks
     jid = job_id(LOCAL, HARDCORE, LOCAL.runtime_settings(), 1, m, [k for k, _, _ in job_entries(HARDCORE, m)])
     d = out / "local" / HARDCORE.name
     d.mkdir(parents=True)

@@ -63,19 +63,25 @@ def run_profile(args) -> int:
     from .space import get_space
 
     names = args.device or ["local"]
-    try:
-        space = get_space(args.space)
-    except ValueError as exc:
-        from .errors import BadInput
+    entries = None
+    if args.space == "nb201":  # the cell space (profiler/nb201.py) and its pieces; the core's registry may take this
+        from .nb201 import NB201, profile_entries
 
-        raise BadInput(str(exc)) from None
+        space, entries = NB201, profile_entries(NB201)
+    else:
+        try:
+            space = get_space(args.space)
+        except ValueError as exc:
+            from .errors import BadInput
+
+            raise BadInput(f"{exc}, nb201") from None
     devices = [with_overrides(resolve_device(n, args.devices), batch=args.batch) for n in names]
     method = Method(target_ci=args.target_ci, budget_s=args.budget, processes=args.processes, rounds=args.rounds,
                     max_processes=max(2 * args.processes, 1))
     if len(devices) > 1 or not devices[0].is_local:
         from .fleet import profile_fleet  # SSH devices
 
-        return profile_fleet(devices, space, args, method)
+        return profile_fleet(devices, space, args, method, entries=entries)
     dev = devices[0]
     runtime = dev.runtime_settings(args.runtime, args.threads)
     if args.check:
@@ -83,7 +89,7 @@ def run_profile(args) -> int:
 
         return check_local(dev, runtime)
     path, timing = profile(dev, space, runtime, dev.preset.batch, method, Path(args.out), progress=not args.quiet,
-                           require_resume=args.resume)
+                           require_resume=args.resume, entries=entries)
     print(f"profiled {dev.name}: export {timing['export_s']:.1f}s, measurement {timing['measure_s']:.1f}s, "
           f"overhead {timing['overhead_s']:.1f}s, total {timing['total_s']:.1f}s", file=sys.stderr)
     print(path)

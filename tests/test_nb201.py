@@ -151,3 +151,30 @@ def test_piece_table_formula():
     assert np.isclose(t[a.index], 7.0 + 2 * (3.0 - 1.0) + (2.0 - 1.0) + 5 * cell * (1 + 2 + 4))
     assert np.isclose(t[CellArch((NONE,) * 6).index], 7.0 + 4.0 + 1.0)
     assert len(EDGES) == 6 and NB201.hash == NB201.hash and len(NB201.hash) == 16
+
+
+def test_profile_space_nb201_local_end_to_end(tmp_path):
+    """`profile --space nb201 --device local` measures every piece with the real agent and ONNX Runtime; the LUT
+    gives a model over all 15,625 networks."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from profiler.lut import Lut
+    from profiler.nb201_validate import lut_model
+
+    env = dict(os.environ, LUTNAS_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([str(Path(sys.executable).parent / "profile"), "--space", "nb201", "--device", "local",
+                        "--processes", "1", "--budget", "0.3", "--quiet", "--out", str(tmp_path / "luts")],
+                       capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr
+    lut = Lut.load(r.stdout.strip().splitlines()[-1])
+    assert lut.data["space"] == {"name": "nb201", "hash": NB201.hash}
+    assert set(lut.entries) == {str(p) for p in profile_pieces()}
+    med = {k: v["median_ms"] for k, v in lut.entries.items()}
+    # 9x the multiply-adds: a chain of 3x3 convs costs more than one of 1x1 convs at the last stage's shape
+    assert med[f"nb201_nor_conv_3x3_c64r8_x{CHAIN}"] > med[f"nb201_nor_conv_1x1_c64r8_x{CHAIN}"]
+    model = lut_model(lut)
+    assert model.min_value() > 0 and model.argmin_arch() == CellArch((NONE,) * 6)
+    assert model.argmax_arch().ops == (3,) * 6  # every edge a 3x3 conv

@@ -134,11 +134,15 @@ class CellArch:
             raise ValueError(f"NB201 index {idx} out of range 0..{N_OPS ** N_EDGES - 1}")
         return cls(tuple(int(d) for d in np.unravel_index(idx, (N_OPS,) * N_EDGES)), space)
 
-    def one_hot(self) -> np.ndarray:
-        """α, shape (6 edges, 5 ops)."""
+    def alpha(self) -> np.ndarray:
+        """α, shape (6 edges, 5 ops), one-hot."""
         a = np.zeros((N_EDGES, N_OPS))
         a[np.arange(N_EDGES), self.ops] = 1.0
         return a
+
+    def one_hot(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(α (6, 5), β of shape (0,)): the (α, β) pair searchers pass around; the cell space has no depth choice."""
+        return self.alpha(), np.zeros(0)
 
     # used by the profiling path (profiler/runner.py export_entry) to export the whole network
     def input_shape(self, batch: int = 1) -> Tuple[int, int, int, int]:

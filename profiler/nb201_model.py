@@ -19,7 +19,7 @@ and every other term is zero for them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -214,6 +214,3 @@ class CellLatency:
         return (f"CellLatency({self.name!r}, unit={self.unit!r}, range=[{self.min_value():g}, "
                 f"{self.max_value():g}])")
 
-
-def weights_dict(names: Sequence[str], weights: Sequence[float]) -> Dict[str, float]:
-    return {n: float(w) for n, w in zip(names, weights)}

@@ -67,18 +67,35 @@ def features(codes: np.ndarray, kinds: Sequence[str]) -> Tuple[np.ndarray, List[
     return x, out
 
 
+def used_edges(codes: np.ndarray) -> np.ndarray:
+    """Boolean (n, 6): non-'none' edges whose target node reaches the cell's output through non-'none' edges.
+
+    The others produce values nothing reads, and a graph runtime drops them (ONNX Runtime does: a network whose
+    node 2 feeds only a 'none' edge runs as fast as one without node 2's ops). Edges fed by an all-zero node are
+    still computed (the zero is a runtime value, not a constant).
+    """
+    on = np.asarray(codes) != NONE
+    coreach = np.zeros(on.shape[:-1] + (N_NODES,), bool)
+    coreach[..., N_NODES - 1] = True
+    for e, (j, i) in reversed(list(enumerate(EDGES))):
+        coreach[..., j] |= coreach[..., i] & on[..., e]
+    return on & coreach[..., [i for _, i in EDGES]]
+
+
 def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndarray:
     """L(a) for every architecture from a measured LUT's pieces (medians, ms, by piece key).
 
-    Network = stem + reductions + head + Σ_stages cells × (Σ_edges op + node sums × add). A model run alone pays
+    Network = stem + reductions + head + Σ_stages cells × (Σ_used edges op + node sums × add), over the edges
+    ``used_edges`` keeps. A model run alone pays
     one runtime call's cost c₀ (the identity model's time, per stage shape) that the network pays once, at its input
     (kept with the stem). So in context: an op costs (t(chain of ``CHAIN``) − c₀) / ``CHAIN``, a reduction block or
     the head t − c₀; a skip edge costs nothing but its node sum. Node i with k computed inputs does k − 1 additions.
     """
     codes = all_op_codes()
-    on = codes != NONE
-    k = np.stack([on[:, [e for e, (_, i) in enumerate(EDGES) if i == n]].sum(1) for n in range(1, N_NODES)], 1)
+    run = used_edges(codes)
+    k = np.stack([run[:, [e for e, (_, i) in enumerate(EDGES) if i == n]].sum(1) for n in range(1, N_NODES)], 1)
     adds = np.maximum(k - 1, 0).sum(1)
+    codes = np.where(run, codes, NONE)
     total = np.full(len(codes), float(cost[f"nb201_stem_c3r{space.resolution}"]))
     shapes = space.stage_shapes()
     for s, (c, r) in enumerate(shapes):

@@ -53,6 +53,11 @@ def test_live_edges_and_connectivity():
     assert not live[1].any() and not connected(codes)[1]  # 0->1 leads nowhere, 2->3 has no input
     # 0->1->2 is computed but node 2 feeds only a 'none' edge: only 0->3 is live
     assert live[2].tolist() == [False, False, False, True, False, False] and connected(codes)[2]
+    # what a graph runtime still runs: edges whose output reaches node 3, even when fed by an all-zero node
+    from profiler.nb201_model import used_edges
+
+    assert used_edges(codes)[1].tolist() == [False, False, False, False, False, True]
+    assert (used_edges(codes)[2] == live[2]).all()
 
 
 def _random_table(seed=0):

@@ -65,6 +65,8 @@ def export_entry(first, second: Optional[BlockSpec], batch: int, fmt: str) -> Tu
 
     if isinstance(first, Arch):
         return export_arch(first, batch, fmt)
+    if hasattr(first, "build_module"):  # NB201 pieces and networks (profiler/nb201.py)
+        return cached(getattr(first, "key", str(first)), first.input_shape(batch), first.build_module, fmt)
     if second is None:
         return export_block(first, batch, fmt)
     return cached(pair_key(first, second), first.input_shape(batch), lambda: build_chain([first, second]), fmt)

@@ -21,7 +21,7 @@ from profiler.lut import Lut  # noqa: E402
 from profiler.nb201 import NB201, profile_entries  # noqa: E402
 from profiler.nb201_validate import validate_nb201  # noqa: E402
 from profiler.runner import Method, profile  # noqa: E402
-from profiler.validate import plot  # noqa: E402
+from profiler.report import plot  # noqa: E402
 
 
 def main(argv=None) -> int:

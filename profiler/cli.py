@@ -90,13 +90,7 @@ def run_profile(args) -> int:
     from .space import get_space
 
     names = args.device or ["local"]
-    entries = None
-    if args.space == "nb201":  # the cell space (profiler/nb201.py) and its pieces
-        from .nb201 import NB201, profile_entries
-
-        space, entries = NB201, profile_entries(NB201)
-    else:
-        space = get_space(args.space)  # UnknownSpace: one line, exit 14
+    space = get_space(args.space)  # UnknownSpace: one line, exit 14
     devices = [with_overrides(resolve_device(n, args.devices), batch=args.batch) for n in names]
     method = Method(target_ci=args.target_ci, budget_s=args.budget, processes=args.processes, rounds=args.rounds,
                     max_processes=max(2 * args.processes, 1))
@@ -122,9 +116,9 @@ def run_profile(args) -> int:
 def profile_main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "import":  # a table fitted from whole-network measurements (profiler/fit.py)
-        from .fit import import_main
+        from .fit import import_parser, run_import
 
-        return import_main(argv[1:])
+        return raw_main("profile import", import_parser(), run_import, argv[1:])
     return raw_main("profile", profile_parser(), run_profile, argv)
 
 

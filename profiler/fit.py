@@ -24,10 +24,10 @@ import numpy as np
 
 from . import __version__
 from .errors import BadInput
-from .lut import SCHEMA_VERSION, atomic_write_json
+from .lut import SCHEMA_VERSION, Lut, atomic_write_json
 from .nb201 import NB201, CellArch
 from .nb201_model import FEATURE_KINDS, CellLatency, features
-from .validate import metrics
+from .report import metrics
 
 DEFAULT_KINDS = ("op", "live", "disconnected", "pair")
 # (ridge on op/live/disconnected weights, ridge on pair weights or None to leave pairs out), chosen by 5-fold CV
@@ -169,10 +169,8 @@ def fit_table(csv_path: Path, column: str, train: int = 1000, seed: int = 0,
 
 
 def load_fitted(data: dict) -> CellLatency:
-    """The model of a fitted LUT's JSON dict."""
-    m = data["model"]
-    return CellLatency.from_weights(m["names"], m["weights"], m["kinds"], name=f"{data['device']['name']}:latency",
-                                    info={"provenance": data.get("provenance")})
+    """The model of a fitted LUT's JSON dict (``Lut.latency_model`` builds the same)."""
+    return Lut(data).latency_model()
 
 
 def import_parser() -> argparse.ArgumentParser:
@@ -207,9 +205,3 @@ def run_import(args) -> int:
           file=sys.stderr)
     print(path)
     return 0
-
-
-def import_main(argv: Optional[List[str]] = None) -> int:
-    from .cli import raw_main
-
-    return raw_main("profile import", import_parser(), run_import, argv)

@@ -61,6 +61,10 @@ class Nb201Space:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         return json.loads(json.dumps(d))
 
+    def profile_entries(self) -> List[Tuple[str, "Piece", None]]:
+        """What a full LUT of this space measures (``profiler.runner.job_entries``)."""
+        return profile_entries(self)
+
     @property
     def hash(self) -> str:
         """Content hash of the spec: LUTs record it and loaders compare it."""
@@ -148,11 +152,6 @@ class CellArch:
     def input_shape(self, batch: int = 1) -> Tuple[int, int, int, int]:
         return (batch, 3, self.space.resolution, self.space.resolution)
 
-    def build_module(self):
-        from .nb201_torch import build_network
-
-        return build_network(self)
-
     @property
     def key(self) -> str:
         return "net:" + str(self)
@@ -225,10 +224,6 @@ class Piece:
     def input_shape(self, batch: int = 1) -> Tuple[int, ...]:
         return (batch, self.c, self.r, self.r)
 
-    def build_module(self):
-        from .nb201_torch import build_piece
-
-        return build_piece(self)
 
 
 CHAIN = 8  # copies of a cell piece in its timed chain

@@ -155,3 +155,8 @@ def build_piece(p: Piece) -> nn.Module:
         m = nn.Sequential(*[make_op(p.kind, p.c) for _ in range(p.reps)]) if p.reps > 1 else make_op(p.kind, p.c)
     _randomize_bn(m)
     return m.eval()
+
+
+def build_module(what) -> nn.Module:
+    """The torch module of a NB201 network (``CellArch``) or LUT piece (``Piece``), as the export path builds it."""
+    return build_network(what) if isinstance(what, CellArch) else build_piece(what)

@@ -4,6 +4,7 @@ the LUT's prediction and against the prediction of its pieces re-measured in the
 from __future__ import annotations
 
 import hashlib
+import sys
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -15,12 +16,12 @@ from .lut import Lut, lut_dir
 from .nb201 import NB201, CellArch, network_entries, profile_entries, random_archs
 from .nb201_model import CellLatency
 from .runner import Method, measure, pool_parts
-from .validate import metrics
+from .report import metrics
 
 
 def lut_model(lut: Lut) -> CellLatency:
     """The latency model of a measured NB201 LUT (its pieces' medians)."""
-    return CellLatency.from_pieces({k: v["median_ms"] for k, v in lut.entries.items()}, name=f"{lut.device}:latency")
+    return lut.latency_model()
 
 
 def validate_nb201(dev, runtime: dict, batch: int, method: Method, out: Path, n: int = 50, seed: int = 0,
@@ -29,7 +30,7 @@ def validate_nb201(dev, runtime: dict, batch: int, method: Method, out: Path, n:
     """Measure ``n`` random networks and the LUT's pieces in ``cycles`` alternating passes; returns the report.
 
     The report has ``same_run`` (prediction from the pieces measured in this run) and, with ``lut`` given,
-    ``stored`` (from the LUT's own medians), each with the metrics of ``profiler.validate.metrics``, and per network
+    ``stored`` (from the LUT's own medians), each with the metrics of ``profiler.report.metrics``, and per network
     the arch, measured median, CI and both predictions. ``pieces`` holds this run's pooled piece entries (a LUT can
     be written from them).
     """
@@ -66,3 +67,34 @@ def validate_nb201(dev, runtime: dict, batch: int, method: Method, out: Path, n:
     for j in journals:
         j.remove()
     return report
+
+
+def run_validate_nb201(args, dev, lut: Lut) -> int:
+    """``validate`` for a NB201 LUT: ``--n`` random networks and the pieces in alternating passes (``--cycles``,
+    default 2), the stored and the same-run prediction printed, ``--json`` and ``--plot`` as for HardCoRe."""
+    from .files import atomic_write_json
+    from .report import plot
+
+    if lut.data.get("kind") == "fitted":
+        from .errors import BadInput
+
+        raise BadInput(f"{lut.path} is fitted from whole-network measurements elsewhere ({lut.data.get('provenance')}"
+                       "): its held-out report is in the file; validate measures LUTs profiled on a device")
+    method = replace(lut.method(), budget_s=args.budget)
+    report = validate_nb201(dev, lut.runtime_for(dev), lut.data["batch"], method, Path(args.out), n=args.n,
+                            seed=args.seed, cycles=max(args.cycles, 1) if args.cycles else 2, lut=lut,
+                            progress=not args.quiet)
+    if args.json:
+        atomic_write_json(Path(args.json), report, overwrite=True)
+    st, sr = report["stored"], report["same_run"]
+    if args.plot:
+        nets = report["networks"]
+        plot(Path(args.plot), [n["predicted_ms"] for n in nets], [n["measured_ms"] for n in nets],
+             f"{dev.name} nb201: {len(nets)} networks, R² {st['r2']:.4f}, ratio {st['ratio']:.4f}\n"
+             f"same run: R² {sr['r2']:.4f}, ratio {sr['ratio']:.4f}, ±10 % {sr['within_10_pct']:.0f} %",
+             [n["same_run_ms"] for n in nets])
+    print(f"validate {dev.name}: {report['n']} NB201 networks, LUT {lut.path}", file=sys.stderr)
+    print(f"  {'':<15} {'stored LUT':>11} {'same run':>11}")
+    for k in ("r2", "ratio", "mape_pct", "within_5_pct", "within_10_pct", "kendall_tau", "worst_error_pct"):
+        print(f"  {k:<15} {st[k]:11.4f} {sr[k]:11.4f}")
+    return 0

@@ -7,7 +7,9 @@ margin on measured/predicted computed on 200 further ones. The search enumerates
 surrogate). The judge: the measured column decides feasibility; the true accuracy of the found cell is compared with
 the best cell feasible by measured latency. Per device: targets at the 10/25/50/75th percentiles of its column.
 
-    nice -n 19 .venv/bin/python benchmarks/bench_nb201_search.py [--quick] [--k 200] [--samplings 5]
+    .venv/bin/python benchmarks/bench_nb201_search.py [--quick] [--k 200] [--samplings 5]
+
+Needs shared/data/nb201_accuracy_latency.csv.gz beside the repository (exit status 2 with one line if absent).
 
 Writes benchmarks/out/bench_nb201_search.json and prints the tables recorded in docs/BENCHMARKS.md.
 """
@@ -98,20 +100,30 @@ def run(k: int, samplings: int, confidence: float, config: SurrogateConfig) -> d
             "runs": runs, "connas_reported": CONNAS_GAPS}
 
 
-def summarize(runs: list) -> list:
-    """Rows (surrogate, latency, device or 'all', feasible rate, mean acc, mean gap, mean gap of feasible runs)."""
+def summarize(runs: list, by: str = "device") -> list:
+    """Rows per (surrogate, latency model, value of ``by`` or 'all'): feasible rate, mean true acc, mean gaps."""
     out = []
     keys = sorted({(r["surrogate"], r["latency"]) for r in runs}, key=lambda kv: (kv[0] != "ensemble", kv))
+    values = list(dict.fromkeys(r[by] for r in runs))  # in run order: DEVICES, PERCENTILES
     for sur, mode in keys:
-        for dev in (*DEVICES, "all"):
-            sel = [r for r in runs if r["surrogate"] == sur and r["latency"] == mode and dev in ("all", r["device"])]
+        for val in (*values, "all"):
+            sel = [r for r in runs if r["surrogate"] == sur and r["latency"] == mode and val in ("all", r[by])]
             feas = [r for r in sel if r["feasible"]]
-            out.append({"surrogate": sur, "latency": mode, "device": dev, "n": len(sel),
+            out.append({"surrogate": sur, "latency": mode, by: val, "n": len(sel),
                         "feasible": len(feas) / len(sel), "acc": float(np.nanmean([r["acc"] for r in sel])),
                         "gap": float(np.nanmean([r["gap"] for r in sel])),
+                        "max_gap": float(np.nanmax([r["gap"] for r in sel])),
                         "gap_feasible": float(np.mean([r["gap"] for r in feas])) if feas else float("nan"),
                         "margin": float(np.mean([r["margin"] for r in sel]))})
     return out
+
+
+def print_table(rows: list, by: str) -> None:
+    print(f"| surrogate | latency model | {by} | measured-feasible | true acc | gap | max gap | gap (feasible) | margin |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['surrogate']} | {row['latency']} | {row[by]} | {row['feasible']:.0%} | {row['acc']:.2f} "
+              f"| {row['gap']:.2f} | {row['max_gap']:.2f} | {row['gap_feasible']:.2f} | {row['margin']:.3f} |")
 
 
 def main(argv=None) -> int:
@@ -126,15 +138,18 @@ def main(argv=None) -> int:
     if args.quick:
         args.samplings = min(args.samplings, 2)
         config = SurrogateConfig(n_trees_models=2, n_mlps=1, cv_folds=0)
-    result = run(args.k, args.samplings, args.confidence, config)
+    try:
+        result = run(args.k, args.samplings, args.confidence, config)
+    except FileNotFoundError as exc:
+        print(f"bench_nb201_search: {exc}", file=sys.stderr)
+        return 2
     result["summary"] = summarize(result["runs"])
+    result["summary_by_percentile"] = summarize(result["runs"], by="percentile")
     print(f"\nK={args.k}, {args.samplings} samplings, confidence {args.confidence}; gaps in points; "
           f"CONNAS reports {CONNAS_GAPS}")
-    print("| surrogate | latency model | device | measured-feasible | true acc | gap | gap (feasible runs) | margin |")
-    print("|---|---|---|---|---|---|---|---|")
-    for row in result["summary"]:
-        print(f"| {row['surrogate']} | {row['latency']} | {row['device']} | {row['feasible']:.0%} | {row['acc']:.2f} "
-              f"| {row['gap']:.2f} | {row['gap_feasible']:.2f} | {row['margin']:.3f} |")
+    print_table(result["summary"], "device")
+    print()
+    print_table([r for r in result["summary_by_percentile"] if r["surrogate"] == "ensemble"], "percentile")
     return save_result(args.out, result)
 
 

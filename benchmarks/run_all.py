@@ -15,6 +15,7 @@ BENCHES = [
     ("bench_supernet.py", [], ["--quick"]),
     ("bench_searched_vs_random.py", [], ["--quick"]),
     ("bench_searchers.py", [], ["--quick"]),
+    ("bench_nb201_search.py", [], ["--quick"]),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Exact search on the NB201 accuracy surrogate under a real device's latency bound, judged by the full table (issue 15).
+"""Exact search on the NB201 accuracy surrogate under a real device's latency bound, judged by the table (issue 15).
 
 The player: an accuracy surrogate fitted on K architectures sampled from the table (their CIFAR-10 accuracies only)
 and a latency model: (a) the exact measured column (the issue's scale reference: only the surrogate errs), (b) a
@@ -119,7 +119,8 @@ def summarize(runs: list, by: str = "device") -> list:
 
 
 def print_table(rows: list, by: str) -> None:
-    print(f"| surrogate | latency model | {by} | measured-feasible | true acc | gap | max gap | gap (feasible) | margin |")
+    print(f"| surrogate | latency model | {by} | measured-feasible | true acc | gap | max gap | gap (feasible) "
+          "| margin |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['surrogate']} | {row['latency']} | {row[by]} | {row['feasible']:.0%} | {row['acc']:.2f} "

@@ -242,7 +242,8 @@ def fit_surrogate(archs, acc, config: SurrogateConfig = SurrogateConfig(), seed:
             held[1, te] = _fit_mlps(x_tr[tr], acc[tr], x_tr[te], light, seed + f + 1)
         cv_tau = {w: _kendall(w * held[0] + (1 - w) * held[1], acc) for w in config.blend_grid}
         weight = max(cv_tau, key=lambda w: (cv_tau[w], -abs(w - 0.5)))
-    table = weight * _fit_trees(x_tr, acc, x_all, config, seed) + (1 - weight) * _fit_mlps(x_tr, acc, x_all, config, seed)
+    table = (weight * _fit_trees(x_tr, acc, x_all, config, seed)
+             + (1 - weight) * _fit_mlps(x_tr, acc, x_all, config, seed))
     return AccuracySurrogate(table, {"blend_weight_trees": weight, "cv_kendall_tau": cv_tau, "k": len(acc)})
 
 

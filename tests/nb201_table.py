@@ -13,7 +13,10 @@ DATA_NAME = "nb201_accuracy_latency.csv.gz"
 
 
 def data_path() -> Path:
-    """``<ancestor>/shared/data/`` of this checkout (``<repo>/../shared`` for a clone, ``/work/shared`` for a worktree)."""
+    """The data file in ``shared/data/`` beside the nearest folder above this checkout that has one.
+
+    ``<repo>/../shared`` for a clone, ``<worktrees>/../shared`` for a git worktree one level further down.
+    """
     here = Path(__file__).resolve()
     for root in here.parents[1:]:
         path = root / "shared" / "data" / DATA_NAME

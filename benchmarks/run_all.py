@@ -17,6 +17,7 @@ BENCHES = [
     ("bench_searched_vs_random.py", [], ["--quick"]),
     ("bench_searchers.py", [], ["--quick"]),
     ("bench_exact_gap.py", [], ["--quick"]),
+    ("bench_nb201_search.py", [], ["--quick"]),
 ]
 
 

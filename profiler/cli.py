@@ -131,6 +131,11 @@ def run_profile(args) -> int:
 
 
 def profile_main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "import":  # a table fitted from whole-network measurements (profiler/fit.py)
+        from .fit import import_parser, run_import
+
+        return raw_main("profile import", import_parser(), run_import, argv[1:])
     return raw_main("profile", profile_parser(), run_profile, argv)
 
 

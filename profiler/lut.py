@@ -194,7 +194,19 @@ class Lut:
         Args:
             in_context, calibrated: passed to ``block_table``.
             name: the resource's name; default ``"<device>:latency"``.
+
+        For the NB201 cell space the model is a ``profiler.nb201_model.CellLatency``: from a fitted table's weights
+        (``"kind": "fitted"``, ``profile import``) or from the measured pieces' medians.
         """
+        if self.data["space"]["name"] == "nb201":
+            from .nb201_model import CellLatency
+
+            name = name or f"{self.device}:latency"
+            m = self.data.get("model")
+            if self.data.get("kind") == "fitted" and m:
+                return CellLatency.from_weights(m["names"], m["weights"], m["kinds"], name=name,
+                                                info={"provenance": self.data.get("provenance")})
+            return CellLatency.from_pieces({k: v["median_ms"] for k, v in self.entries.items()}, name=name)
         return LinearResource.from_table(self.space, self.block_table(in_context, calibrated),
                                          name=name or f"{self.device}:latency", unit="ms")
 

@@ -15,6 +15,7 @@ from .errors import DeviceFailed, NotWritable, RuntimeMissing
 from .journal import Journal, journal_path
 from .journal import job_id as journal_job_id
 from .keys import pair_key
+from .nb201 import CellArch, Piece
 from .lut import Lut, lut_dir, lut_filename
 from .method import Method
 from .progress import Progress
@@ -49,6 +50,9 @@ def boundary_pairs(space: Space, per_boundary: int, seed: int = 0) -> List[Tuple
 
 def job_entries(space: Space, method: Method) -> List[Tuple[str, BlockSpec, Optional[BlockSpec]]]:
     """(key, block, second block of a pair or None) for everything a full LUT measures."""
+    own = getattr(space, "profile_entries", None)
+    if own is not None:  # a cell space lists its own pieces (profiler/nb201.py)
+        return own()
     out = [(str(b), b, None) for b in space.unique_blocks()]
     out += [(pair_key(a, b), a, b) for a, b in boundary_pairs(space, method.pairs, method.seed)]
     return out
@@ -69,6 +73,10 @@ def export_entry(first, second: Optional[BlockSpec], batch: int, fmt: str) -> Tu
 
     if isinstance(first, Arch):
         return export_arch(first, batch, fmt)
+    if isinstance(first, (CellArch, Piece)):  # NB201 networks and pieces (profiler/nb201.py)
+        from .nb201_torch import build_module
+
+        return cached(getattr(first, "key", str(first)), first.input_shape(batch), lambda: build_module(first), fmt)
     if second is None:
         return export_block(first, batch, fmt)
     return cached(pair_key(first, second), first.input_shape(batch), build, fmt)
@@ -282,7 +290,7 @@ def profile(device: Device, space: Space, runtime: dict, batch: int = 1, method:
     lut = Lut.new(space, device.name, fp, rt, batch, asdict(method), done)
     full = job_entries(space, method)
     if {k for k, _, _ in full} - set(done):  # --limit/--blocks: say so in the LUT, so it is never taken as whole
-        blocks = {str(b) for b in space.unique_blocks()}
+        blocks = {k for k, _, second in full if second is None}
         lut.data["partial"] = {"entries": len(done), "of": len(full), "blocks_missing": len(blocks - set(done))}
     path = lut.save(d / lut_filename(runtime, batch))
     journal.remove()  # everything it held is now in the LUT

@@ -234,10 +234,14 @@ def get_space(name: str) -> Space:
     Raises:
         UnknownSpace (a LutnasError) naming the known spaces.
     """
+    if name == "nb201":  # the NAS-Bench-201 cell space is declared in code (profiler/nb201.py): α only, no blocks
+        from .nb201 import NB201
+
+        return NB201
     try:
         return SPACES[name]
     except KeyError:
-        raise UnknownSpace(f"unknown search space {name!r}; known: {', '.join(sorted(SPACES))}") from None
+        raise UnknownSpace(f"unknown search space {name!r}; known: {', '.join(sorted([*SPACES, 'nb201']))}") from None
 
 
 @dataclass(frozen=True)

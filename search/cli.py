@@ -101,6 +101,12 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-on", metavar="DEVICE", help="measure each found network on DEVICE and report it")
     p.add_argument("--devices", metavar="FILE", help="device inventory for --verify-on")
     p.add_argument("--luts", default="luts", metavar="DIR", help="LUT root for device constraints (default luts)")
+    p.add_argument("--confidence", type=float, metavar="C", help="meet each target on the device with probability "
+                   ">= C (e.g. 0.95): search under a target tightened by the conformal margin of the LUT's validation "
+                   "residuals (profiler/conformal.py); the report shows the margin and its cost in objective")
+    p.add_argument("--calibration", metavar="REPORT", help="with --confidence: a 'validate --json' report of this "
+                   "LUT whose networks give the residuals (default: the LUT's own validation report, as fitted "
+                   "tables carry)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--traceback", action="store_true")
     return p
@@ -150,13 +156,21 @@ def run_search(args) -> int:
         what = "FLOPs capacity proxy (no --supernet)"
         objective_key = f"flops-capacity-{space.hash}"
     options = algo_options(args, objective_key)
+    cal = confidence_calibration(args, lut)
     results, found = [], []
     # tightest target first, each warm-started from the tighter ones' answers: a looser budget is never worse
     for t in sorted(targets):
         t0 = time.monotonic()
+        conf = tighten(args, cal, t)
         try:
-            r = solve(latency, t, objective, algo=args.algo, constraints=constraints, steps=args.steps, seed=args.seed,
-                      warm_start=tuple(found[-1:]), **options)
+            r = solve(latency, conf["searched_target"] if conf else t, objective, algo=args.algo,
+                      constraints=constraints, steps=args.steps, seed=args.seed, warm_start=tuple(found[-1:]),
+                      **options)
+            if conf:  # what the margin cost: the same search at the untightened target
+                plain = solve(latency, t, objective, algo=args.algo, constraints=constraints, steps=args.steps,
+                              seed=args.seed, **options)
+                conf["objective"] = float(objective(*r.arch.one_hot())[0])
+                conf["objective_without_margin"] = float(objective(*plain.arch.one_hot())[0])
         except InfeasibleTarget as exc:
             raise Infeasible(str(exc)) from None
         row = {"arch": str(r.arch), "target_ms": t, "predicted_ms": float(latency.predict_arch(r.arch)),
@@ -165,6 +179,8 @@ def run_search(args) -> int:
                "objective": what, "constraints": {res.name: {"value": float(res.predict_arch(r.arch)), "bound": b}
                                                   for res, b in constraints}}
         row["searcher"] = {k: r.info[k] for k in SEARCHER_INFO if k in r.info}
+        if conf:
+            row["confidence"] = conf
         if evaluate is not None:
             row["accuracy"] = float(evaluate(r.arch))
         if not r.feasible:
@@ -194,10 +210,46 @@ def run_search(args) -> int:
         acc = f"{row['accuracy']:.3f}" if "accuracy" in row else "-"
         print(f"{row['target_ms']:8.3f} {row['predicted_ms']:10.3f} {meas:>14} {row['params'] / 1e6:8.2f}M "
               f"{row['flops'] / 1e6:8.1f} {acc:>6}  {row['arch']}")
+    for _, row in results:
+        if "confidence" in row:
+            c = row["confidence"]
+            print(f"confidence {c['confidence']:g} for {c['target']:g} ms: searched under {c['searched_target']:.3f} ms "
+                  f"(margin x{c['margin']:.4f} from {c['calibration_n']} of {c['source']}); objective "
+                  f"{c['objective']:.4g} vs {c['objective_without_margin']:.4g} without the margin")
     if args.json:
         atomic_write_json(Path(args.json), {"lut": str(lut.path), "results": [r for _, r in results],
                                                  "trust_warnings": trust}, overwrite=True)
     return 0
+
+
+def confidence_calibration(args, lut):
+    """(predicted, measured, what) for --confidence, from --calibration or the LUT's own validation; None without."""
+    if args.confidence is None:
+        if args.calibration:
+            raise BadInput("--calibration is used with --confidence C; add e.g. --confidence 0.95")
+        return None
+    from profiler.conformal import NoCalibration, calibration_pairs
+
+    if not 0.0 < args.confidence < 1.0:
+        raise BadInput(f"--confidence {args.confidence!r}: give a probability between 0 and 1, e.g. 0.95")
+    try:
+        return calibration_pairs(args.calibration or lut.data)
+    except NoCalibration as exc:
+        raise BadInput(f"--confidence: {args.calibration or lut.path}: {exc}") from None
+
+
+def tighten(args, cal, target: float):
+    """The conformal margin for one target (None without --confidence)."""
+    if cal is None:
+        return None
+    from profiler.conformal import NoCalibration, tightened_target
+
+    try:
+        conf = tightened_target(target, cal[0], cal[1], args.confidence)
+    except NoCalibration as exc:
+        raise BadInput(f"--confidence {args.confidence}: {exc}") from None
+    conf["source"] = cal[2]
+    return conf
 
 
 def file_digest(path, n: int = 16) -> str:

@@ -1,0 +1,188 @@
+"""NB201 cell space: arch-string grammar over all 15,625, graph structure, the multilinear latency model (numpy vs
+torch vs brute force), the torch network and its ONNX export run in ONNX Runtime, and the piece-table formula."""
+import numpy as np
+import pytest
+import torch
+
+from profiler.nb201 import (CHAIN, EDGES, NB201, NONE, OPS, CellArch, all_archs, all_op_codes, connected, live_edges,
+                            profile_pieces)
+from profiler.nb201_model import CellLatency, features, piece_table
+from profiler.nb201_torch import build_module
+
+EXAMPLE = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
+
+
+def test_round_trip_every_arch():
+    archs = all_archs()
+    assert len(archs) == 15625 == len({str(a) for a in archs})
+    for i, a in enumerate(archs):
+        assert CellArch.parse(str(a)) == a
+        assert a.index == i and CellArch.from_index(i) == a
+    assert (all_op_codes()[1234] == archs[1234].ops).all()
+
+
+def test_parse_nb201_string():
+    a = CellArch.parse(EXAMPLE)
+    assert [OPS[o] for o in a.ops] == ["nor_conv_3x3", "skip_connect", "none", "avg_pool_3x3", "nor_conv_1x1",
+                                       "skip_connect"]
+    assert str(a) == EXAMPLE
+    alpha, beta = a.one_hot()
+    assert alpha.shape == (6, 5) and alpha.sum() == 6 and beta.shape == (0,)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ("|nor_conv_3x3~0|+|skip_connect~0|none~1|", "has 2 nodes"),
+    (EXAMPLE.replace("avg_pool_3x3", "max_pool_3x3"), "unknown op 'max_pool_3x3'"),
+    (EXAMPLE.replace("none~1", "none~0"), "appears twice"),
+    (EXAMPLE.replace("|+|avg", "+|avg"), "expected '|op~j|...|'"),
+    (EXAMPLE.replace("none~1", "none1"), "unknown edge token 'none1'"),
+    (EXAMPLE.replace("skip_connect~2", "skip_connect~3"), "no source node 3"),
+])
+def test_bad_arch_strings(bad, msg):
+    with pytest.raises(ValueError, match=msg.replace("|", r"\|").replace("(", r"\(")):
+        CellArch.parse(bad)
+
+
+def test_live_edges_and_connectivity():
+    codes = np.array([
+        CellArch.parse("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|").ops,  # nothing at all
+        CellArch.parse("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|").ops,  # 0->1 dead end
+        CellArch.parse("|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|none~2|").ops,
+    ])
+    live = live_edges(codes)
+    assert not live[0].any() and not connected(codes)[0]
+    assert not live[1].any() and not connected(codes)[1]  # 0->1 leads nowhere, 2->3 has no input
+    # 0->1->2 is computed but node 2 feeds only a 'none' edge: only 0->3 is live
+    assert live[2].tolist() == [False, False, False, True, False, False] and connected(codes)[2]
+    # what a graph runtime still runs: edges whose output reaches node 3, even when fed by an all-zero node
+    from profiler.nb201_model import used_edges
+
+    assert used_edges(codes)[1].tolist() == [False, False, False, False, False, True]
+    assert (used_edges(codes)[2] == live[2]).all()
+
+
+def _random_table(seed=0):
+    x, names = features(all_op_codes(), ["op", "live", "pair", "disconnected"])
+    w = np.random.default_rng(seed).uniform(0, 1, len(names))
+    return CellLatency.from_weights(names, w, ["op", "live", "pair", "disconnected"])
+
+
+def test_additive_model_is_alpha_theta():
+    rng = np.random.default_rng(1)
+    fixed, theta = 3.0, rng.uniform(0, 2, (6, 5))
+    table = fixed + theta[np.arange(6), all_op_codes()].sum(1)
+    m = CellLatency("latency", "ms", table)
+    alpha = rng.dirichlet(np.ones(5), size=(7, 6))
+    assert np.allclose(m.predict(alpha), fixed + (alpha * theta).sum((-1, -2)))
+    f2, t2 = m.additive()
+    assert np.allclose(f2 + (alpha * t2).sum((-1, -2)), m.predict(alpha))
+    assert m.argmin_arch().ops == tuple(theta.argmin(1)) and np.isclose(m.max_value(), fixed + theta.max(1).sum())
+
+
+def test_multilinear_model_numpy_torch_and_brute_force_agree():
+    m = _random_table()
+    rng = np.random.default_rng(2)
+    alpha = rng.dirichlet(np.ones(5), size=(3, 6))
+    codes = all_op_codes()
+    brute = [(m.table * np.prod(a[np.arange(6), codes], axis=1)).sum() for a in alpha]
+    assert np.allclose(m.predict(alpha), brute)
+    at = torch.tensor(alpha, requires_grad=True)
+    out = m.predict_torch(at)
+    assert np.allclose(out.detach().numpy(), brute)
+    out.sum().backward()
+    g, gb = m.grad(alpha)
+    assert gb is None and np.allclose(at.grad.numpy(), g)
+    # one-hot α: the table itself, and ∂/∂α_{e,o} is the table with edge e switched to op o
+    a = CellArch.parse(EXAMPLE)
+    assert m.predict(*a.one_hot()) == m.predict_arch(a) == m.table[a.index]
+    g1, gb1 = m.grad(*a.one_hot())
+    assert gb1.shape == (0,)
+    b = CellArch(tuple(4 if e == 2 else o for e, o in enumerate(a.ops)))
+    assert np.isclose(g1[2, 4], m.predict_arch(b))
+
+
+def test_network_runs_and_none_is_zero():
+    from profiler.nb201_torch import build_network
+
+    x = torch.randn(2, 3, 32, 32)
+    empty = build_network(CellArch((NONE,) * 6))
+    assert empty(x).shape == (2, 10)
+    # every cell outputs zeros, so the network's output does not depend on its input
+    assert torch.allclose(empty(x), empty(torch.randn(2, 3, 32, 32)))
+    full = build_network(CellArch.parse(EXAMPLE))
+    assert not torch.allclose(full(x), full(torch.randn(2, 3, 32, 32)))
+    n_cells = sum(type(mod).__name__ == "Cell" for mod in full.modules())
+    assert n_cells == 15
+
+
+@pytest.mark.parametrize("piece", profile_pieces(), ids=str)
+def test_every_piece_exports_and_runs_in_onnxruntime(piece, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    from profiler.export import cached
+
+    monkeypatch.setenv("LUTNAS_CACHE", str(tmp_path))
+    path, new = cached(str(piece), piece.input_shape(1), lambda: build_module(piece))
+    assert new and path.exists()
+    x = np.random.default_rng(0).standard_normal(piece.input_shape(1)).astype(np.float32)
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = build_module(piece)(torch.from_numpy(x)).detach().numpy()
+    assert y.shape == want.shape and np.allclose(y, want, atol=1e-4)
+
+
+def test_network_export_matches_torch(tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    from profiler.runner import entry_shape, export_entry
+
+    monkeypatch.setenv("LUTNAS_CACHE", str(tmp_path))
+    a = CellArch.parse(EXAMPLE)
+    path, _ = export_entry(a, None, 1, "onnx")  # the profiling path: what validate measures
+    assert entry_shape(a, 1) == [1, 3, 32, 32]
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.allclose(y, build_module(a)(torch.from_numpy(x)).detach().numpy(), atol=1e-4)
+
+
+def test_piece_table_formula():
+    """Synthetic piece costs: call cost 1 per model, ops at distinct prices, so each network's sum is known."""
+    price = {"nor_conv_1x1": 2.0, "nor_conv_3x3": 5.0, "avg_pool_3x3": 0.5, "add": 0.25}
+    cost = {}
+    for p in profile_pieces():
+        if p.kind in price:
+            cost[str(p)] = 1.0 + CHAIN * price[p.kind] * (p.c / 16)  # stages cost 1x, 2x, 4x
+        else:
+            cost[str(p)] = {"stem": 7.0, "reduce": 3.0, "head": 2.0, "skip_connect": 1.0}[p.kind]
+    t = piece_table(cost)
+    a = CellArch.parse(EXAMPLE)  # conv3, skip, none, pool, conv1, skip: node 2 has 1 input, node 3 has 3 (2 adds)
+    cell = 5.0 + 0.5 + 2.0 + 2 * 0.25
+    assert np.isclose(t[a.index], 7.0 + 2 * (3.0 - 1.0) + (2.0 - 1.0) + 5 * cell * (1 + 2 + 4))
+    assert np.isclose(t[CellArch((NONE,) * 6).index], 7.0 + 4.0 + 1.0)
+    assert len(EDGES) == 6 and NB201.hash == NB201.hash and len(NB201.hash) == 16
+
+
+def test_profile_space_nb201_local_end_to_end(tmp_path):
+    """`profile --space nb201 --device local` measures every piece with the real agent and ONNX Runtime; the LUT
+    gives a model over all 15,625 networks."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from profiler.lut import Lut
+    from profiler.nb201_validate import lut_model
+
+    env = dict(os.environ, LUTNAS_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([str(Path(sys.executable).parent / "profile"), "--space", "nb201", "--device", "local",
+                        "--processes", "1", "--budget", "0.3", "--quiet", "--out", str(tmp_path / "luts")],
+                       capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr
+    lut = Lut.load(r.stdout.strip().splitlines()[-1])
+    assert lut.data["space"] == {"name": "nb201", "hash": NB201.hash}
+    assert set(lut.entries) == {str(p) for p in profile_pieces()}
+    med = {k: v["median_ms"] for k, v in lut.entries.items()}
+    # 9x the multiply-adds: a chain of 3x3 convs costs more than one of 1x1 convs at the last stage's shape
+    assert med[f"nb201_nor_conv_3x3_c64r8_x{CHAIN}"] > med[f"nb201_nor_conv_1x1_c64r8_x{CHAIN}"]
+    model = lut_model(lut)
+    assert model.min_value() > 0 and model.argmin_arch() == CellArch((NONE,) * 6)
+    assert model.argmax_arch().ops == (3,) * 6  # every edge a 3x3 conv

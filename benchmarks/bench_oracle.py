@@ -29,6 +29,7 @@ LUT = ROOT / "luts/local/hardcore-mbv3/20261123T132532Z-onnxruntime-t1-b1-cal-20
 
 
 def run_rss(cmd):
+    """(returncode, wall s, peak RSS MiB, CPU s) of one child process (wait4: its own usage, not all children's)."""
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(p.pid, 0)
@@ -36,7 +37,7 @@ def run_rss(cmd):
     err = p.stderr.read().decode()
     if p.returncode != 0:
         sys.stderr.write(err)
-    return p.returncode, time.monotonic() - t0, ru.ru_maxrss / 1024.0
+    return p.returncode, time.monotonic() - t0, ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime
 
 
 def main(argv=None) -> int:
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--supernet", required=True)
     ap.add_argument("--lut", default=str(LUT))
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--fractions", default="0.1,0.5,0.9", help="targets at these fractions of the LUT's range")
     ap.add_argument("--reference-steps", type=int, default=0, help="also run the old fixed-batch mixture oracle "
                     "with this many steps (0: skip)")
     ap.add_argument("--verify-on", help="measure the found networks of the first seed on this device")
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
     lut = Lut.load(args.lut)
     lat = LinearResource.from_table(lut.space, lut.block_table())
     lo, hi = lat.min_value(), lat.max_value()
-    targets = [round(lo + (hi - lo) * f, 2) for f in (0.1, 0.5, 0.9)]
+    targets = [round(lo + (hi - lo) * f, 2) for f in map(float, args.fractions.split(","))]
     load = os.getloadavg()
     res = {"supernet": args.supernet, "lut": str(args.lut), "targets": targets, "loadavg_start": load, "runs": []}
     out = Path(args.out)
@@ -70,8 +72,9 @@ def main(argv=None) -> int:
         cmd = [str(BIN / "search"), "train-supernet", "--out", f"{tmp}/e1.pt", "--epochs", "1", "--quiet",
                "--resolution", str(net.settings.resolution), "--width", str(net.settings.width),
                "--batch-size", str(tr.get("batch_size", 256))]
-        rc, wall, rss = run_rss(cmd)
-        res["train_epoch"] = {"rc": rc, "wall_s": round(wall, 1), "peak_rss_mib": round(rss), "cmd": " ".join(cmd)}
+        rc, wall, rss, cpu = run_rss(cmd)
+        res["train_epoch"] = {"rc": rc, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "peak_rss_mib": round(rss),
+                              "cmd": " ".join(cmd)}
         print("train epoch", res["train_epoch"], flush=True)
     atomic_write_json(out, res, overwrite=True)
 
@@ -86,12 +89,12 @@ def main(argv=None) -> int:
                        *extra]
                 if args.verify_on and seed == 0 and kind == "sampled":
                     cmd += ["--verify-on", args.verify_on]
-                rc, wall, rss = run_rss(cmd)
+                rc, wall, rss, cpu = run_rss(cmd)
                 rows = json.loads(Path(f"{tmp}/r.json").read_text())["results"] if rc == 0 else []
             for r in rows:
                 r["true_val_loss"] = scorer.true_loss(Arch.parse(r["arch"], lut.space))
             res["runs"].append({"oracle": kind, "seed": seed, "rc": rc, "wall_s": round(wall, 1),
-                                "peak_rss_mib": round(rss), "loadavg": os.getloadavg(), "results": rows})
+                                "cpu_s": round(cpu, 1), "peak_rss_mib": round(rss), "loadavg": os.getloadavg(), "results": rows})
             print(kind, seed, rc, round(wall, 1), round(rss), [(r["target_ms"], r.get("search_s"),
                                                                  r.get("true_val_loss")) for r in rows], flush=True)
             atomic_write_json(out, res, overwrite=True)

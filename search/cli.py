@@ -85,6 +85,9 @@ def search_parser() -> argparse.ArgumentParser:
                    "objective (default: a FLOPs capacity proxy)")
     p.add_argument("--constraint", action="append", default=[], metavar="SPEC",
                    help="extra constraint, repeatable: params<=4M, flops<=300M, DEVICE:latency<=40ms")
+    p.add_argument("--oracle", choices=("sampled", "mixture", "fixed"), default="sampled",
+                   help="with --supernet: sampled paths on rotating validation mini-batches (default), the "
+                   "expected-output mixture on them, or the mixture on one fixed 256-image batch (the old oracle)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--draws", type=int, metavar="N", help="hypernet: complexity vectors S drawn per training step "
                    "(default 16); training costs steps x draws objective calls")
@@ -137,11 +140,16 @@ def run_search(args) -> int:
         net, meta = load_checkpoint(args.supernet, space)
         train = meta.get("train") or {}
         data = load_data(train.get("data", "digits"), net.settings.resolution)
-        xb, yb = next(iter(data.batches("val", batch_size=256, shuffle=False)))
-        objective = make_objective(net, (xb, yb))
+        if args.oracle == "fixed":  # the expected-output mixture on the first 256 validation images (as before)
+            xb, yb = next(iter(data.batches("val", batch_size=256, shuffle=False)))
+            objective = make_objective(net, (xb, yb))
+        else:  # rotating mini-batches, sampled paths or the mixture, cached stem; one oracle for every target
+            from search.oracle import SupernetOracle
+
+            objective = SupernetOracle(net, data, estimator=args.oracle, seed=args.seed)
         evaluate = lambda arch: eval_arch(net, arch, data)  # noqa: E731
-        what = f"supernet {args.supernet} validation loss"
-        objective_key = f"supernet-{file_digest(args.supernet)}-val256"
+        what = f"supernet {args.supernet} validation loss ({args.oracle} oracle)"
+        objective_key = f"supernet-{file_digest(args.supernet)}-{args.oracle}"
     else:
         objective = capacity_objective(space)
         what = "FLOPs capacity proxy (no --supernet)"
@@ -174,6 +182,9 @@ def run_search(args) -> int:
             row["confidence"] = conf
         if evaluate is not None:
             row["accuracy"] = float(evaluate(r.arch))
+        if hasattr(objective, "true_loss"):  # the found network's loss on the whole validation pool, and the work
+            row["val_loss"] = objective.true_loss(r.arch)
+            row["oracle"] = dict(objective.stats)
         if not r.feasible:
             raise Infeasible(f"{args.algo} found no architecture within {t} ms (best predicted "
                              f"{row['predicted_ms']:.3f} ms); try --algo bcsfw or a larger target")

@@ -98,12 +98,12 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, ch: int, mask: Optional[torch.Tenso
     if not bn.training:
         return F.batch_norm(x, rm, rv, w, b, False, mom, bn.eps) * m4
     gt = groups.t()  # (G, N)
-    xm = x * m4
     cnt = (gt @ mask) * (x.shape[2] * x.shape[3])  # (G, ch) values behind each group's statistics
     ok = cnt > 1
     safe = cnt.clamp(min=1)
-    mean = (gt @ xm.sum((2, 3))) / safe
-    var = ((gt @ (xm * x).sum((2, 3))) / safe - mean * mean).clamp(min=0)
+    # Σ over the masked map = mask · Σ over the map (mask is per sample and channel): two passes over x, not four.
+    mean = (gt @ (x.sum((2, 3)) * mask)) / safe
+    var = ((gt @ ((x * x).sum((2, 3)) * mask)) / safe - mean * mean).clamp(min=0)
     with torch.no_grad():  # running statistics: count-weighted average of the groups' (unbiased) statistics
         wt = cnt * ok
         tot = wt.sum(0)
@@ -115,8 +115,10 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, ch: int, mask: Optional[torch.Tenso
     mean = torch.where(ok, mean, rm[None])  # a group with one value per channel falls back to running statistics
     var = torch.where(ok, var, rv[None])
     mean_n, inv_n = groups @ mean, groups @ torch.rsqrt(var + bn.eps)  # each sample gets its group's statistics
-    y = (x - mean_n[:, :, None, None]) * inv_n[:, :, None, None]
-    return (y * w[None, :, None, None] + b[None, :, None, None]) * m4
+    # ((x − mean) · inv · w + b) · mask as one scale and shift per (sample, channel): one fused pass over x.
+    scale = inv_n * w[None] * mask
+    shift = (b[None] - mean_n * inv_n * w[None]) * mask
+    return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
 
 
 def _dw_conv(x: torch.Tensor, w: torch.Tensor, stride: int) -> torch.Tensor:
@@ -311,17 +313,18 @@ class Supernet(nn.Module):
         # channels_last: CPU (oneDNN) depthwise convolutions, forward and backward, run 2–5× faster in it.
         return self.ds(self.stem(x.contiguous(memory_format=torch.channels_last)))
 
-    def _forward_arch(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
-        x = self._stem(x)
+    def _forward_arch(self, x: torch.Tensor, arch: Arch, stemmed: bool = False) -> torch.Tensor:
+        x = x if stemmed else self._stem(x)
         for blocks, stage in zip(arch.stages, self.stages):
             for c, block in zip(blocks, stage):
                 x = block.forward_config(x, c)
         return self.head(x)
 
-    def _forward_paths(self, x: torch.Tensor, cfg: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-        """cfg (N, S, B) config indices, depth (N, S) indices into ``space.depths``."""
+    def _forward_paths(self, x: torch.Tensor, cfg: torch.Tensor, depth: torch.Tensor,
+                       stemmed: bool = False) -> torch.Tensor:
+        """cfg (N, S, B) config indices, depth (N, S) indices into ``space.depths``; ``stemmed``: x is ``_stem``'s."""
         depths = torch.tensor(self.space.depths)[depth]
-        x = self._stem(x)
+        x = x if stemmed else self._stem(x)
         for s, stage in enumerate(self.stages):
             for b, block in enumerate(stage):
                 # Slots beyond a stage's shortest depth exist only for the samples whose depth reaches them.
@@ -329,9 +332,10 @@ class Supernet(nn.Module):
                 x = block.forward_paths(x, cfg[:, s, b], exists)
         return self.head(x)
 
-    def _forward_mixture(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    def _forward_mixture(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
+                         stemmed: bool = False) -> torch.Tensor:
         per_sample = lambda w: w.reshape(-1, *([1] * 3)) if w.dim() == 1 else w  # noqa: E731
-        x = self._stem(x)
+        x = x if stemmed else self._stem(x)
         for s, stage in enumerate(self.stages):
             outs = []
             for b, block in enumerate(stage):

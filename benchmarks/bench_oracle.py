@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from profiler.lut import Lut, atomic_write_json
     from search.latency import LinearResource
     from search.oracle import SupernetOracle
-    from search.supernet import load_checkpoint
+    from search.checkpoint import load_checkpoint
     from profiler.space import Arch
 
     net, meta = load_checkpoint(args.supernet)

@@ -85,9 +85,10 @@ def search_parser() -> argparse.ArgumentParser:
                    "objective (default: a FLOPs capacity proxy)")
     p.add_argument("--constraint", action="append", default=[], metavar="SPEC",
                    help="extra constraint, repeatable: params<=4M, flops<=300M, DEVICE:latency<=40ms")
-    p.add_argument("--oracle", choices=("sampled", "mixture", "fixed"), default="sampled",
-                   help="with --supernet: sampled paths on rotating validation mini-batches (default), the "
-                   "expected-output mixture on them, or the mixture on one fixed 256-image batch (the old oracle)")
+    p.add_argument("--oracle", choices=("sampled", "mixture", "fixed"), default="fixed",
+                   help="with --supernet: the expected-output mixture on one fixed 256-image batch (default), "
+                   "sampled paths on rotating validation mini-batches, or the mixture on them (search/oracle.py; "
+                   "not yet shown faster end to end: docs/BENCHMARKS.md)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--draws", type=int, metavar="N", help="hypernet: complexity vectors S drawn per training step "
                    "(default 16); training costs steps x draws objective calls")
@@ -133,7 +134,8 @@ def run_search(args) -> int:
     params, flops = params_model(space), flops_model(space)
     evaluate = None
     if args.supernet:
-        from search.supernet import load_checkpoint, make_objective
+        from search.checkpoint import load_checkpoint
+        from search.supernet import make_objective
         from search.data import load_data
         from search.train import evaluate as eval_arch
 

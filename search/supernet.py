@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -39,9 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from profiler.errors import BadInput
-from profiler.files import atomic_file
 from profiler.nets import ConvBnAct, DepthwiseSeparable, Head, act_layer
-from profiler.space import HARDCORE, Arch, BlockSpec, Space, Stage, get_space, make_divisible
+from profiler.space import HARDCORE, Arch, BlockSpec, Space, Stage, make_divisible
 
 CHECKPOINT_FORMAT = "lutnas-supernet"
 # History: 1 — state_dict, settings (space, resolution, width, classes), space_hash, extra (training state).
@@ -411,44 +409,3 @@ def make_objective(supernet: Supernet, val_batch: Tuple[torch.Tensor, torch.Tens
         return float(loss.detach()), ga.detach().cpu().numpy().astype(np.float64), gb.detach().cpu().numpy().astype(np.float64)
 
     return objective
-
-
-# --- checkpoints -------------------------------------------------------------------------------------------------------
-def save_checkpoint(path, supernet: Supernet, **extra) -> Path:
-    """Write the weights, settings and space hash (plus ``extra``, e.g. training state) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "settings": asdict(supernet.settings),
-            "space_hash": supernet.space.hash, "state_dict": supernet.state_dict(), "extra": extra}
-    with atomic_file(path) as tmp:  # a crash leaves the previous epoch's file intact
-        torch.save(blob, tmp)
-    return path
-
-
-def load_checkpoint(path, space: Optional[Space] = None) -> Tuple[Supernet, dict]:
-    """Load a supernet; refuse a checkpoint whose space hash differs from ``space`` (default: the named space)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no supernet checkpoint at {str(path)!r}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a truncated or foreign file
-        raise CheckpointError(f"cannot read supernet checkpoint {str(path)!r}: {exc}") from None
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a lutnas supernet checkpoint")
-    if blob.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{str(path)!r} has checkpoint version {blob.get('version')!r}; this lutnas reads "
-                              f"version {CHECKPOINT_VERSION}")
-    settings = SupernetSettings(**blob["settings"])
-    if space is None:
-        try:
-            space = get_space(settings.space)
-        except ValueError as exc:
-            raise CheckpointError(f"{str(path)!r}: {exc}") from None
-    if blob["space_hash"] != space.hash:
-        raise CheckpointMismatch(
-            f"{str(path)!r} was trained for space {settings.space!r} with hash {blob['space_hash']}, but space "
-            f"{space.name!r} now hashes to {space.hash}; retrain the supernet for this space")
-    net = Supernet(space, settings.resolution, settings.width, settings.classes)
-    net.load_state_dict(blob["state_dict"])
-    return net, blob.get("extra", {})

@@ -81,8 +81,16 @@ def resolve_device(name: str, inventory: Optional[str] = None) -> Device:
         load_inventory = None
     devices = load_inventory(inventory) if load_inventory else {}
     if name not in devices:
+        from .inventory import DEFAULT_PATHS, find_inventory
+
         known = ", ".join(["local (built in)"] + sorted(devices))
-        raise UnknownDevice(f"unknown device {name!r}; known: {known}; add it to a devices.toml inventory")
+        file = find_inventory(inventory)
+        if file is None:
+            raise UnknownDevice(f"unknown device {name!r}: no inventory found (looked for $LUTNAS_DEVICES, "
+                                f"{', '.join(DEFAULT_PATHS)}); pass --devices FILE naming [devices.{name}] "
+                                "(docs/devices.md)")
+        raise UnknownDevice(f"unknown device {name!r} in {file}; known: {known}; add [devices.{name}] to it or "
+                            "pass another --devices FILE")
     return devices[name]
 
 

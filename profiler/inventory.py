@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from .devices import PRESETS, RUNTIMES, Device
+from .checks import check_entry_value, check_key_file
 from .errors import BadInput
 
 if sys.version_info >= (3, 11):
@@ -70,6 +71,8 @@ def _check(file: Path, where: str, key: str, value, typ) -> None:
     if not ok:
         want = {int: "an integer", str: "a string", (int, float): "a number"}[typ]
         raise BadInput(f"{file}: {where}.{key} = {value!r} should be {want}")
+    if typ != str:
+        check_entry_value(file, where, key, value)
 
 
 def _device(file: Path, name: str, entry: dict) -> Device:
@@ -107,6 +110,8 @@ def _device(file: Path, name: str, entry: dict) -> Device:
             raise BadInput(f"{file}: unknown key {where}.{key!r}; known keys: {known}")
     if "host" not in dev_kw:
         raise BadInput(f"{file}: {where} has no host")
+    if "key" in dev_kw:
+        check_key_file(file, where, dev_kw["key"])
     # Which settings the user gave: ~/.ssh/config fills only the others (as `ssh -p` beats the config's Port).
     extra["explicit"] = sorted(k for k in ("port", "user", "key") if k in entry)
     extra["preset_name"] = preset_name

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional
 
 from . import __version__
+from .checks import check_block_table, check_lut_data
 from .errors import BadLut, NotWritable, WouldOverwrite
 from .space import BlockSpec, Space, get_space
 
@@ -124,6 +125,7 @@ class Lut:
         if version != SCHEMA_VERSION:
             raise BadLut(f"{path} has schema_version {version!r}; this lutnas ({__version__}) reads version "
                          f"{SCHEMA_VERSION}; upgrade lutnas or re-profile")
+        check_lut_data(data, path)
         lut = cls(data, path)
         if space is not None:
             lut.check_space(space)
@@ -182,14 +184,16 @@ class Lut:
         space = self.space
         bounds = self.data.get("boundaries") or {}
         cal = self.calibration if calibrated else None
-        table = {}
+        table, raw = {}, {}
         for b in space.unique_blocks():
             t = self.median(str(b))
             if in_context and b.kind != "head":
                 t -= bounds.get(boundary_key(b), {}).get("delta_ms", 0.0)
+            raw[str(b)] = t
             if cal:
                 t = cal["a"] * t + (cal["b"] if b.kind == "head" else 0.0)
             table[str(b)] = t
+        check_block_table(self, table, raw)
         return table
 
     @property

@@ -305,6 +305,9 @@ def check_block_table(lut, table: Dict[str, float], raw: Dict[str, float]) -> No
             bk = boundary_key(BlockSpec.parse(key))
             raise BadLut(f"LUT {lut.path}: boundary {bk!r} delta_ms = {b.get(bk, {}).get('delta_ms')!r} is not "
                          f"smaller than block {key!r} ({lut.median(key)!r} ms) it corrects; re-profile")
+    if not math.isfinite(4 * sum(table.values())):  # a network sums up to every slot's block
+        raise BadLut(f"LUT {lut.path}: its latencies (with calibration a = {(lut.calibration or {}).get('a')!r}) "
+                     "overflow when summed over a network; re-profile, or restore the file")
     cal = lut.calibration
     if cal:
         space = lut.space

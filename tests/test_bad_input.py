@@ -367,3 +367,18 @@ def test_internal_error_is_one_line_with_traceback_advice(home, capsys, monkeypa
     assert "internal error: ZeroDivisionError" in err and "--traceback" in err
     with pytest.raises(ZeroDivisionError):
         search_main(["--lut", str(LUT), "--target-ms", "5", "--traceback"])
+
+
+def test_missing_key_from_ssh_config_fails_at_once_and_is_not_retried(tmp_path):
+    """A key named by IdentityFile (not the inventory) that does not exist: ConnectionFailed, which the fleet does not
+    retry, before any connection is opened (the host below does not exist either)."""
+    from profiler.devices import Device
+    from profiler.errors import ConnectionFailed
+    from profiler.ssh import ConnectionLost, SSHTransport
+
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host box\n  HostName 192.0.2.1\n  IdentityFile {tmp_path}/gone_key\n")
+    dev = Device("box", host="box", extra={"ssh_config": str(cfg), "explicit": []})
+    with pytest.raises(ConnectionFailed, match="key file .*gone_key does not exist") as err:
+        SSHTransport(dev).client
+    assert not isinstance(err.value, ConnectionLost)

@@ -215,10 +215,8 @@ def binary_info(rt):
 
 
 def _parse_benchmark_output(text):
-    try:
-        from benchmark_model import parse_output, sample_us  # pushed next to the agent by the SSH transport
-    except ImportError:
-        from profiler.benchmark_model import parse_output, sample_us  # a local run: the host's own package
+    # beside this file (sys.path[0]) both in the checkout and where the SSH transport pushes the two files
+    from benchmark_model import parse_output, sample_us
     res = parse_output(text)
     return res, sample_us(res)
 

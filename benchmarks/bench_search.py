@@ -26,12 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from profiler.model import LinearResource, block_cost, flops_model  # noqa: E402
 from profiler.space import HARDCORE  # noqa: E402
 from search.exact import SeparableObjective, exact_optimum  # noqa: E402
-from search.latency import LinearResource  # noqa: E402
 from search.problem import InfeasibleResultWarning, Problem, solve  # noqa: E402
 from search.projection import argmax_arch  # noqa: E402
-from search.resources import block_cost, flops_model  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 
@@ -90,7 +89,7 @@ def latency_model():
         from profiler.lut import Lut
 
         lut = Lut.load(files[-1])
-        return LinearResource.from_table(lut.space, lut.block_table(), name="latency"), str(files[-1])
+        return lut.latency_model(name="latency"), str(files[-1])
     table = {str(b): 0.02 + block_cost(b)[1] / 1e8 for b in HARDCORE.unique_blocks()}
     return LinearResource.from_table(HARDCORE, table), "synthetic: 0.02 ms + MACs / 1e8 per block"
 

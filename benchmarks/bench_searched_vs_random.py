@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import save_result  # noqa: E402
 
 from profiler.lut import Lut, latest  # noqa: E402
+from profiler.model import LinearResource  # noqa: E402
 from profiler.space import HARDCORE, random_arch  # noqa: E402
 from search.data import load_data  # noqa: E402
-from search.latency import LinearResource  # noqa: E402
 from search.problem import solve  # noqa: E402
 from search.supernet import load_checkpoint, make_objective  # noqa: E402
 from search.train import train_subnet, train_supernet, val_metrics  # noqa: E402
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                seeds=[0] if q else [0, 1], steps=150, tol=args.tol)
     path = latest(Path("luts"), "local", HARDCORE, calibrated=True)
     lut = Lut.load(path)
-    model = LinearResource.from_table(HARDCORE, lut.block_table(), name="local:latency", unit="ms")
+    model = lut.latency_model()
     lo, hi = model.min_value(), model.max_value()
     targets = [lo + (hi - lo) * f for f in np.linspace(0.15, 0.85, cfg["n_targets"])]
     ds = load_data("digits", cfg["resolution"])

@@ -28,11 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import save_result  # noqa: E402
 
 from profiler.lut import Lut, lut_dir  # noqa: E402
+from profiler.model import LinearResource, params_model  # noqa: E402
 from profiler.space import HARDCORE  # noqa: E402
 from search.exact import SeparableObjective, exact_optimum  # noqa: E402
-from search.latency import LinearResource  # noqa: E402
 from search.problem import InfeasibleResultWarning, solve  # noqa: E402
-from search.resources import params_model  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 SEARCHERS = {  # label -> (algo, keyword arguments)
@@ -60,7 +59,7 @@ def measured_luts(runtime: str = "onnxruntime"):
 
 
 def model(path: Path, name: str) -> LinearResource:
-    return LinearResource.from_table(HARDCORE, Lut.load(path).block_table(), name=name, unit="ms")
+    return Lut.load(path).latency_model(name=name)
 
 
 def random_objective(rng, linear: bool) -> SeparableObjective:
@@ -141,7 +140,7 @@ def summary(rows) -> dict:
 def supernet_part(ckpt: str, lat: LinearResource, fractions, seeds, steps) -> list:
     import torch
 
-    from profiler.devices import resolve_device
+    from profiler.inventory import resolve_device
     from profiler.lut import lut_dir as ldir
     from profiler.runner import Method, measure
     from search.data import load_data

@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from profiler.devices import LOCAL, resolve_device  # noqa: E402
+from profiler.devices import LOCAL  # noqa: E402
+from profiler.inventory import resolve_device  # noqa: E402
 from profiler.lut import Lut  # noqa: E402
 from profiler.runner import Method, profile  # noqa: E402
 from profiler.space import HARDCORE  # noqa: E402

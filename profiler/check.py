@@ -22,7 +22,7 @@ def agent_check(transport, runtime: dict) -> List[dict]:
         args.append(runtime["benchmark_model"])
     lines = []
     try:
-        for msg in transport.run({"job": "check", "entries": []}, [], args=args):
+        for msg in transport.run({"job": "check", "entries": []}, args=args):
             lines.append(msg)
     except AgentExit as exc:
         if not any(m.get("type") == "error" for m in lines):

@@ -217,7 +217,8 @@ METHOD_FLOATS = ("warmup_s", "target_ci", "budget_s")
 
 def check_lut_data(data: dict, path) -> None:
     """The schema's types and values of a LUT dict (after migrations); raises BadLut naming the file and key."""
-    from .space import SPACES, BlockSpec
+    from .keys import EntryKey
+    from .space import SPACES
 
     def bad(msg: str):
         raise BadLut(f"LUT {path}: {msg}; re-profile, or restore the file")
@@ -251,11 +252,10 @@ def check_lut_data(data: dict, path) -> None:
         bad("has no entries")
     for key, e in data["entries"].items():
         try:
-            parts = key[5:].split("+") if key.startswith("pair:") else [key]
-            if len(parts) not in (1, 2) or (key.startswith("pair:") and len(parts) != 2):
-                raise ValueError("a pair is 'pair:<block>+<block>'")
-            for part in parts:
-                BlockSpec.parse(part)
+            parsed = EntryKey.parse(key)
+            if parsed.kind not in ("block", "pair"):
+                raise ValueError("a LUT holds blocks and 'pair:<block>+<block>' entries")
+            parsed.blocks()
         except ValueError as exc:
             bad(f"entry key {key!r} is not a block ({exc})")
         if not isinstance(e, dict):

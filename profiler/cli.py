@@ -73,18 +73,14 @@ def profile_parser() -> argparse.ArgumentParser:
 
 
 def run_profile(args) -> int:
-    from .devices import resolve_device, with_overrides
+    from .devices import with_overrides
+    from .inventory import resolve_device
     from .runner import Method, profile
     from .space import get_space
 
     names = args.device or ["local"]
     check_distinct_devices(names)
-    try:
-        space = get_space(args.space)
-    except ValueError as exc:
-        from .errors import BadInput
-
-        raise BadInput(str(exc)) from None
+    space = get_space(args.space)  # UnknownSpace: one line, exit 14
     devices = [with_overrides(resolve_device(n, args.devices), batch=args.batch) for n in names]
     method = Method(target_ci=args.target_ci, budget_s=args.budget, processes=args.processes, rounds=args.rounds,
                     max_processes=max(2 * args.processes, 1))
@@ -114,7 +110,10 @@ def validate_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="validate", description="Measure random whole networks end to end on a device "
                                 "and compare them with the LUT's prediction LAT = alpha^T Theta beta.")
     _common(p)
-    p.add_argument("--lut", metavar="PATH", help="LUT to validate (default: the newest for the device)")
+    p.add_argument("--lut", metavar="PATH", help="LUT to validate (default: the newest for the device and --space); "
+                   "its own space is used")
+    p.add_argument("--space", default="hardcore-mbv3", help="search space whose newest LUT to validate when --lut is "
+                   "not given (default hardcore-mbv3)")
     p.add_argument("--out", default="luts", metavar="DIR", help="LUT root, to find the newest LUT and store a "
                    "calibrated version (default: luts)")
     p.add_argument("--n", type=int_range(4), default=50, help="random networks to measure (default 50)")

@@ -1,10 +1,11 @@
-"""Devices and their presets. ``local`` is built in (this machine, no SSH); others come from an inventory file."""
+"""Devices and their presets. ``local`` is built in (this machine, no SSH); others come from an inventory file
+(``inventory.resolve_device``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Dict, Optional
 
-from .errors import UnknownDevice, UnknownRuntime
+from .errors import UnknownRuntime
 
 # Runtime name -> the package a device needs to run it (what the error message tells the user to install).
 RUNTIMES = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert",
@@ -69,29 +70,6 @@ class Device:
 
 
 LOCAL = Device("local", PRESETS["local"])
-
-
-def resolve_device(name: str, inventory: Optional[str] = None) -> Device:
-    """The device called ``name``: ``local`` is built in; others come from the inventory (see inventory.py)."""
-    if name == "local":
-        return LOCAL
-    try:
-        from .inventory import load_inventory
-    except ImportError:  # the SSH inventory is optional until it exists
-        load_inventory = None
-    devices = load_inventory(inventory) if load_inventory else {}
-    if name not in devices:
-        from .inventory import DEFAULT_PATHS, find_inventory
-
-        known = ", ".join(["local (built in)"] + sorted(devices))
-        file = find_inventory(inventory)
-        if file is None:
-            raise UnknownDevice(f"unknown device {name!r}: no inventory found (looked for $LUTNAS_DEVICES, "
-                                f"{', '.join(DEFAULT_PATHS)}); pass --devices FILE naming [devices.{name}] "
-                                "(docs/devices.md)")
-        raise UnknownDevice(f"unknown device {name!r} in {file}; known: {known}; add [devices.{name}] to it or "
-                            "pass another --devices FILE")
-    return devices[name]
 
 
 def with_overrides(device: Device, **kw) -> Device:

@@ -71,3 +71,11 @@ class DeviceFailed(LutnasError):
 
 class BadInput(LutnasError):
     status = ExitStatus.BAD_INPUT
+
+
+class BadSpace(BadInput):
+    """A space file (profiler/spaces/*.toml) that cannot be read or checked."""
+
+
+class UnknownSpace(BadInput, ValueError):
+    """No space of that name is registered (ValueError for callers that caught the old error)."""

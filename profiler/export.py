@@ -6,13 +6,13 @@ never leaves a truncated model in the cache.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Tuple
+
+from .files import atomic_file
 
 OPSET = 17
 
@@ -29,21 +29,6 @@ def cache_key(name: str, input_shape: Tuple[int, ...], fmt: str = "onnx") -> str
 
     blob = f"{name}|{input_shape}|{fmt}|opset{OPSET}|impl{IMPL_VERSION}|torch{torch.__version__}"
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[str]:
-    """Yield a temporary name beside ``path``; rename it to ``path`` only if the block finishes without error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_onnx(module, input_shape: Tuple[int, ...], path: Path) -> Path:

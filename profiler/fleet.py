@@ -17,8 +17,10 @@ from typing import Callable, List, Optional
 
 from .devices import Device
 from .errors import ExitStatus, LutnasError
+from .journal import journal_path
 from .lut import lut_dir
 from .progress import fmt_s
+from .protocol import decode, entries_done
 from .runner import Method, export_entry, job_entries, job_id, model_format, profile
 from .ssh import ConnectionLost, SSHTransport
 
@@ -34,6 +36,7 @@ class Job:
     batch: int
     journal: Path
     total: int
+    need: int = 1  # worker processes that measure each entry (the method's ``processes``; 1 when adaptive)
     state: str = "waiting"
     attempts: int = 0
     path: Optional[Path] = None
@@ -41,10 +44,20 @@ class Job:
     error: Optional[BaseException] = None
 
     def done(self) -> int:
+        """Entries finished so far, read from the journal (every worker pass counts a fraction of an entry)."""
+        if self.path:
+            return self.total
         try:
-            return self.journal.read_text().count('"type": "entry"')
-        except OSError:
-            return self.total if self.path else 0
+            raw = self.journal.read_bytes()
+        except OSError:  # no journal yet
+            return 0
+        records = []
+        for line in raw.split(b"\n")[:-1]:  # complete lines only: the device thread may be writing the last one
+            try:
+                records.append(decode(line))
+            except ValueError:
+                pass  # the journal's own loader reports a damaged file; progress just skips the line
+        return entries_done(records, self.need)
 
 
 def retry_policy(device: Device):
@@ -152,8 +165,8 @@ def profile_fleet(devices: List[Device], space, args, method: Method, entries: O
     for dev in devices:
         rt = dev.runtime_settings(args.runtime, args.threads)
         jid = job_id(dev, space, rt, dev.preset.batch, method, keys)
-        jobs.append(Job(dev, rt, dev.preset.batch, lut_dir(out, dev.name, space) / f".journal-{jid}.jsonl",
-                        len(keys)))
+        jobs.append(Job(dev, rt, dev.preset.batch, journal_path(lut_dir(out, dev.name, space), jid),
+                        len(keys), need=1 if method.processes <= 1 else method.processes))
     # Export on the host first, one model at a time (torch's exporters are not thread-safe), so the device threads
     # find every model in the cache and only wait on their devices.
     for fmt, batch in sorted({(model_format(j.runtime["name"]), j.batch) for j in jobs}):

@@ -23,9 +23,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Dict, Optional
 
-from .devices import PRESETS, RUNTIMES, Device
 from .checks import check_entry_value, check_key_file
-from .errors import BadInput
+from .devices import LOCAL, PRESETS, RUNTIMES, Device
+from .errors import BadInput, UnknownDevice
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -149,3 +149,20 @@ def load_inventory(path: Optional[str] = None) -> Dict[str, Device]:
             raise BadInput(f"{file}: devices.{name} must be a table ([devices.{name}])")
         out[name] = _device(file, name, {**defaults, **entry})
     return out
+
+
+def resolve_device(name: str, inventory: Optional[str] = None) -> Device:
+    """The device called ``name``: ``local`` is built in; others come from the inventory file."""
+    if name == "local":
+        return LOCAL
+    devices = load_inventory(inventory)
+    if name not in devices:
+        known = ", ".join(["local (built in)"] + sorted(devices))
+        file = find_inventory(inventory)
+        if file is None:
+            raise UnknownDevice(f"unknown device {name!r}: no inventory found (looked for $LUTNAS_DEVICES, "
+                                f"{', '.join(DEFAULT_PATHS)}); pass --devices FILE naming [devices.{name}] "
+                                "(docs/devices.md)")
+        raise UnknownDevice(f"unknown device {name!r} in {file}; known: {known}; add [devices.{name}] to it or "
+                            "pass another --devices FILE")
+    return devices[name]

@@ -8,6 +8,7 @@ line at all is refused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -15,6 +16,18 @@ from pathlib import Path
 from typing import Dict, List
 
 from .errors import CorruptJournal, NotWritable
+from .protocol import decode
+
+
+def job_id(*parts) -> str:
+    """12 hex digits naming a job by everything that defines it (JSON of ``parts``): another setting, another job."""
+    return hashlib.sha256(json.dumps(list(parts), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def journal_path(directory, job: str, kind: str = "") -> Path:
+    """Where the journal of job ``job`` lives: ``<directory>/.journal-[<kind>-]<job>.jsonl`` (hidden: a LUT
+    directory lists LUTs; .gitignore'd)."""
+    return Path(directory) / f".journal-{kind + '-' if kind else ''}{job}.jsonl"
 
 
 class Journal:
@@ -34,9 +47,7 @@ class Journal:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict) or "type" not in obj:
-                    raise ValueError("not a journal record")
+                obj = decode(line)
             except ValueError as exc:
                 bad.append((no, exc))
                 continue
@@ -65,14 +76,6 @@ class Journal:
         self._f.flush()
         os.fsync(self._f.fileno())
         self.lines.append(obj)
-
-    def entries(self) -> Dict[str, dict]:
-        """Finished entries by key (the first result of a key wins; a key is never measured twice)."""
-        out: Dict[str, dict] = {}
-        for obj in self.lines:
-            if obj["type"] == "entry" and obj["key"] not in out:
-                out[obj["key"]] = obj
-        return out
 
     def by_worker(self) -> Dict[str, Dict[int, dict]]:
         """Results by key and worker process: {key: {worker: line}}; a (key, worker) is never measured twice."""

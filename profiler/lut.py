@@ -18,15 +18,17 @@ run in context.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
 from . import __version__
 from .checks import check_block_table, check_lut_data
-from .errors import BadLut, NotWritable, WouldOverwrite
+from .errors import BadLut
+from .files import atomic_write_json
+from .keys import EntryKey
+from .method import Method
+from .model import LinearResource
 from .space import BlockSpec, Space, get_space
 
 # Schema history:
@@ -43,41 +45,6 @@ OPTIONAL_KEYS = ("workers", "worker_medians_ms")  # present when samples were po
 def boundary_key(b: BlockSpec) -> str:
     """Tag of the tensor a block hands to the next one: channels and resolution."""
     return f"c{b.o}r{b.out_res}"
-
-
-def atomic_write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
-    """Write JSON to ``path`` via a temporary file and a rename; refuse to replace an existing file."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise NotWritable(f"cannot write to {path.parent}: {exc.strerror}; choose another --out") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; a LUT is for others to read
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, sort_keys=True, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            # link() fails if the target exists, so two writers can never clobber each other
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise WouldOverwrite(f"{path} exists; LUT files are never overwritten (a new run writes a new "
-                                     "version)") from None
-            finally:
-                os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 class Lut:
@@ -166,11 +133,12 @@ class Lut:
         """Per boundary shape, the mean over measured pairs of t(A) + t(B) - t(A then B)."""
         found: Dict[str, list] = {}
         for key in self.entries:
-            if not key.startswith("pair:"):
+            parsed = EntryKey.parse(key)
+            if parsed.kind != "pair":
                 continue
-            a, b = key[5:].split("+")
-            delta = self.median(a) + self.median(b) - self.median(key)
-            found.setdefault(boundary_key(BlockSpec.parse(a)), []).append(delta)
+            a, b = parsed.blocks()
+            delta = self.median(str(a)) + self.median(str(b)) - self.median(key)
+            found.setdefault(boundary_key(a), []).append(delta)
         return {k: {"delta_ms": sum(v) / len(v), "pairs": len(v)} for k, v in sorted(found.items())}
 
     def block_table(self, in_context: bool = True, calibrated: bool = True) -> Dict[str, float]:
@@ -195,6 +163,41 @@ class Lut:
             table[str(b)] = t
         check_block_table(self, table, raw)
         return table
+
+    def latency_model(self, in_context: bool = True, calibrated: bool = True,
+                      name: Optional[str] = None) -> LinearResource:
+        """The LUT's prediction, eq. (3), as a ``LinearResource`` over its space (``profiler.model``).
+
+        Args:
+            in_context, calibrated: passed to ``block_table``.
+            name: the resource's name; default ``"<device>:latency"``.
+        """
+        return LinearResource.from_table(self.space, self.block_table(in_context, calibrated),
+                                         name=name or f"{self.device}:latency", unit="ms")
+
+    # --- the settings it was measured with ---------------------------------------------------------------------
+    @property
+    def run_settings(self) -> dict:
+        """runtime name, providers, opt_level, threads and batch exactly as the LUT was measured with."""
+        rt = self.data["runtime"]
+        return {"runtime": rt["name"], "providers": list(rt.get("providers") or []), "opt_level": rt.get("opt_level"),
+                "threads": rt["threads"], "batch": self.data["batch"]}
+
+    def method(self) -> Method:
+        """The measuring method the LUT was made with (keys this version does not know are ignored)."""
+        return Method(**{k: v for k, v in self.data["method"].items() if k in Method.__dataclass_fields__})
+
+    def runtime_for(self, device) -> dict:
+        """The runtime dict for measuring on ``device`` (a ``devices.Device``) with this LUT's settings: the
+        device's own additions (a benchmark_model path, say) with the LUT's runtime, threads, providers and
+        opt_level, so a check runs as the LUT was measured."""
+        rs = self.run_settings
+        out = device.runtime_settings(rs["runtime"], rs["threads"])
+        if rs["providers"]:
+            out["providers"] = rs["providers"]
+        if rs["opt_level"] is not None:
+            out["opt_level"] = rs["opt_level"]
+        return out
 
     @property
     def calibration(self) -> Optional[dict]:

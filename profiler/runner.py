@@ -2,11 +2,9 @@
 as it arrives, resume from the journal, and write the LUT atomically."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -14,35 +12,15 @@ import numpy as np
 
 from .devices import RUNTIMES, Device
 from .errors import DeviceFailed, NotWritable, RuntimeMissing
-from .journal import Journal
+from .journal import Journal, journal_path
+from .journal import job_id as journal_job_id
+from .keys import pair_key
 from .lut import Lut, lut_dir, lut_filename
+from .method import Method
 from .progress import Progress
 from .resume import run_record, usable_by_worker
 from .space import Arch, BlockSpec, Space
 from .transport import AgentExit, LocalTransport
-
-
-@dataclass(frozen=True)
-class Method:
-    """How the agent measures: warm-up, then interleaved rounds until each entry's CI is tight enough."""
-
-    warmup_n: int = 5  # warm-up rounds, at least
-    warmup_s: float = 1.0  # seconds of warm-up rounds, at least
-    min_n: int = 30  # samples before the first stopping check
-    target_ci: float = 0.01  # stop when the 95 % CI half-width of the median <= this fraction of it
-    budget_s: float = 4.0  # seconds of timed calls per entry before giving up on the CI target
-    max_n: int = 5000
-    bootstrap: int = 1000  # bootstrap resamples for the reported CI
-    seed: int = 0
-    pin: str = "auto"  # cores to pin to: auto (the last ones), none, or a list like "2,3"
-    pairs: int = 6  # block pairs measured per boundary shape (for the in-context correction)
-    processes: int = 20  # worker processes, one after another, whose samples are pooled (1: one adaptive process)
-    rounds: int = 40  # interleaved rounds each worker times
-    max_processes: int = 40  # more workers, for entries still above target_ci after `processes`
-
-
-def pair_key(a: BlockSpec, b: BlockSpec) -> str:
-    return f"pair:{a}+{b}"
 
 
 def boundary_pairs(space: Space, per_boundary: int, seed: int = 0) -> List[Tuple[BlockSpec, BlockSpec]]:
@@ -78,8 +56,7 @@ def job_entries(space: Space, method: Method) -> List[Tuple[str, BlockSpec, Opti
 
 
 def job_id(device: Device, space: Space, runtime: dict, batch: int, method: Method, keys: Sequence[str]) -> str:
-    blob = json.dumps([device.name, space.hash, runtime, batch, asdict(method), sorted(keys)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return journal_job_id(device.name, space.hash, runtime, batch, asdict(method), sorted(keys))
 
 
 def export_entry(first, second: Optional[BlockSpec], batch: int, fmt: str) -> Tuple[Path, bool]:
@@ -207,7 +184,7 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
             if not adaptive:
                 journal.append(run_record(worker, todo))  # what this worker times together, to tell it partial
             try:
-                for msg in transport.run(manifest, [Path(spec[k]["model"]) for k in todo]):
+                for msg in transport.run(manifest):
                     kind = msg.get("type")
                     if kind == "error" and msg.get("code") == "runtime_missing":
                         raise RuntimeMissing(
@@ -276,7 +253,7 @@ def profile(device: Device, space: Space, runtime: dict, batch: int = 1, method:
     entries = entries if entries is not None else job_entries(space, method)
     d = lut_dir(out, device.name, space)
     jid = job_id(device, space, runtime, batch, method, [k for k, _, _ in entries])
-    done, journal, timing = measure(device, runtime, batch, method, entries, d / f".journal-{jid}.jsonl",
+    done, journal, timing = measure(device, runtime, batch, method, entries, journal_path(d, jid),
                                     transport_factory, progress, require_resume)
     fp = journal.fingerprint()
     rt = dict(runtime, version=fp.get("runtime"))

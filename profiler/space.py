@@ -1,16 +1,10 @@
-"""The search space as data, and the grammar for its blocks and architectures.
+"""The search space, loaded from data, and the grammar of its architectures.
 
 One place describes the HardCoRe-NAS MobileNetV3 space (Nayman et al., ICML 2021, as published in its code): the
 stages, channels, strides, activations, per-block choices and depth range. profiler/ enumerates its unique blocks
 from here and search/ builds its α/β tensors from here, so both always agree, and every LUT records the space's
-content hash.
-
-Block grammar, in the spirit of timm's arch strings::
-
-    ir_k5_e6_se1_i40_o80_s2_hs@28     inverted residual: kernel, expansion, SE, in/out channels, stride, act, input res
-    conv_k3_i3_o32_s2_hs@224          stem convolution
-    ds_k3_i32_o16_s1_re@112           fixed depthwise-separable block
-    head_i192_o960_f1280_c1000_hs@7   1x1 conv -> pool -> 1x1 -> classifier
+content hash. The space itself is declared in a data file, ``profiler/spaces/<name>.toml``; the block grammar
+is in blocks.py.
 
 Architecture grammar: stages joined by ``/``, a stage's chosen configs (up to its depth) joined by ``,``::
 
@@ -23,112 +17,15 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from itertools import product
+from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
+
+from .blocks import ACTS, BlockSpec, make_divisible  # noqa: F401 (make_divisible: public here too)
+from .errors import BadSpace, UnknownSpace
 
 # Bump when a block's torch implementation changes in a way that changes its cost (e.g. SE rounding): LUTs measured
 # with the old implementation then no longer match the space hash.
 IMPL_VERSION = 1
-
-ACTS = ("re", "hs")  # ReLU, hard-swish
-KINDS = ("conv", "ds", "ir", "head")
-# Which tokens each kind prints, in order. Parsing accepts exactly these.
-_FIELDS = {
-    "conv": ("k", "i", "o", "s"),
-    "ds": ("k", "i", "o", "s"),
-    "ir": ("k", "e", "se", "i", "o", "s"),
-    "head": ("i", "o", "f", "c"),
-}
-_TOKEN = re.compile(r"^(se|[keiosfc])(\d+)$")
-
-
-def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
-    """Round channels to a multiple of ``divisor`` without going more than 10 % below ``v`` (MobileNet rule)."""
-    min_value = min_value or divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new_v < 0.9 * v:
-        new_v += divisor
-    return new_v
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    """One block of a network at a fixed input resolution; the LUT key is ``str(spec)``."""
-
-    kind: str
-    i: int  # input channels
-    o: int  # output channels
-    res: int  # input resolution (height = width), pixels
-    act: str = "re"
-    k: int = 0  # kernel size (conv, ds, ir)
-    s: int = 1  # stride
-    e: int = 0  # expansion ratio (ir)
-    se: int = 0  # squeeze-excite on/off (ir)
-    f: int = 0  # hidden features of the head's second 1x1
-    c: int = 0  # classes (head)
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown block kind {self.kind!r}; expected one of {', '.join(KINDS)}")
-        if self.act not in ACTS:
-            raise ValueError(f"unknown activation {self.act!r}; expected one of {', '.join(ACTS)}")
-
-    def __str__(self) -> str:
-        toks = [self.kind] + [f"{name}{getattr(self, name)}" for name in _FIELDS[self.kind]] + [self.act]
-        return "_".join(toks) + f"@{self.res}"
-
-    @classmethod
-    def parse(cls, s: str) -> "BlockSpec":
-        """Parse a block string; ``BlockSpec.parse(str(b)) == b`` for every block."""
-        body, sep, res = s.partition("@")
-        if not sep or not res.isdigit():
-            raise ValueError(f"block string {s!r} lacks an '@<resolution>' suffix")
-        toks = body.split("_")
-        kind, rest = toks[0], toks[1:]
-        if kind not in KINDS:
-            raise ValueError(f"unknown block kind {kind!r} in {s!r}")
-        values = {}
-        act = None
-        for tok in rest:
-            if tok in ACTS:
-                if act is not None:
-                    raise ValueError(f"two activations in {s!r}")
-                act = tok
-                continue
-            m = _TOKEN.match(tok)
-            if not m or m.group(1) not in _FIELDS[kind]:
-                raise ValueError(f"unknown block token {tok!r} in {s!r}")
-            if m.group(1) in values:
-                raise ValueError(f"repeated block token {tok!r} in {s!r}")
-            values[m.group(1)] = int(m.group(2))
-        missing = [name for name in _FIELDS[kind] if name not in values]
-        if missing or act is None:
-            what = ", ".join(missing + ([] if act else ["activation"]))
-            raise ValueError(f"block string {s!r} lacks {what}")
-        return cls(kind=kind, res=int(res), act=act, **values)
-
-    # --- derived shapes -------------------------------------------------------------------------------------------
-    @property
-    def mid(self) -> int:
-        """Expanded channels of an inverted residual."""
-        return make_divisible(self.i * self.e) if self.kind == "ir" else self.i
-
-    @property
-    def se_ch(self) -> int:
-        """Squeeze-excite reduced channels (ratio 0.25 of the expanded channels, divisible by 8)."""
-        return make_divisible(self.mid * 0.25) if self.se else 0
-
-    @property
-    def out_res(self) -> int:
-        if self.kind == "head":
-            return 1
-        return (self.res + self.s - 1) // self.s  # 'same' padding
-
-    @property
-    def residual(self) -> bool:
-        return self.kind in ("ir", "ds") and self.s == 1 and self.i == self.o
-
-    def input_shape(self, batch: int = 1) -> Tuple[int, int, int, int]:
-        return (batch, self.i, self.res, self.res)
 
 
 @dataclass(frozen=True)
@@ -171,7 +68,7 @@ class Space:
     expansions: Tuple[int, ...] = (3, 4, 6)
     kernels: Tuple[int, ...] = (3, 5)
     se: Tuple[int, ...] = (0, 1)
-    depths: Tuple[int, ...] = (2, 3, 4)  # β; the first two blocks of a stage always exist
+    depths: Tuple[int, ...] = (2, 3, 4)  # β; slots below min(depths) always exist; one value: fixed depth, no β
     head_out: int = 960
     head_features: int = 1280
     classes: int = 1000
@@ -225,7 +122,8 @@ class Space:
 
     def searchable_blocks(self) -> List[BlockSpec]:
         """The unique searchable blocks: per stage, first-block shape × configs, then the shared shape × configs."""
-        return [self.block(s, slot, cfg) for s in range(self.n_stages) for slot in (0, 1) for cfg in self.configs]
+        slots = (0, 1) if self.max_depth > 1 else (0,)  # a stage of fixed depth 1 has no shared shape
+        return [self.block(s, slot, cfg) for s in range(self.n_stages) for slot in slots for cfg in self.configs]
 
     def unique_blocks(self) -> List[BlockSpec]:
         return self.fixed_blocks() + self.searchable_blocks()
@@ -243,15 +141,103 @@ class Space:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-HARDCORE = Space()
-SPACES = {HARDCORE.name: HARDCORE}
+# --- spaces as data: profiler/spaces/<name>.toml -------------------------------------------------------------------
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"
+# file layout: section -> key -> (Space field, type); top-level keys under ""
+_LAYOUT = {
+    "": {"name": ("name", str), "resolution": ("resolution", int)},
+    "stem": {"out": ("stem_out", int)},
+    "ds": {"out": ("ds_out", int)},
+    "choices": {"expansions": ("expansions", [int]), "kernels": ("kernels", [int]), "se": ("se", [int]),
+                "depths": ("depths", [int])},
+    "head": {"out": ("head_out", int), "features": ("head_features", int), "classes": ("classes", int)},
+}
+_STAGE = {"out": int, "stride": int, "act": str}
+
+
+def _typed(path: Path, key: str, value, want):
+    ok = (isinstance(value, list) and value and all(type(v) is want[0] for v in value)) if isinstance(want, list) \
+        else type(value) is want
+    if not ok:
+        what = f"a non-empty list of {want[0].__name__}" if isinstance(want, list) else want.__name__
+        raise BadSpace(f"space file {path}: key {key!r} must be {what}, got {value!r}")
+    return tuple(value) if isinstance(want, list) else value
+
+
+def _keys(path: Path, where: str, table: dict, allowed) -> None:
+    for k in table:
+        if k not in allowed:
+            raise BadSpace(f"space file {path}: unknown key {where + k!r}; allowed: {', '.join(sorted(allowed))}")
+    for k in allowed:
+        if k not in table:
+            raise BadSpace(f"space file {path}: missing key {where + k!r}")
+
+
+def load_space(path) -> Space:
+    """Read and check a space file (``profiler/spaces/*.toml``); the result hashes as the same spec in code.
+
+    Raises:
+        BadSpace: unreadable TOML, an unknown or missing key, a value of the wrong type or out of range; the
+            message names the file and the key.
+    """
+    import tomllib
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as exc:
+        raise BadSpace(f"space file {path}: cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadSpace(f"space file {path}: not valid TOML: {exc}") from None
+    top = {k: v for k, v in doc.items() if not isinstance(v, (dict, list)) or k == "stages"}
+    _keys(path, "", {k: 1 for k in doc}, [k for k in _LAYOUT if k] + list(_LAYOUT[""]) + ["stages"])
+    kw = {}
+    for section, keys in _LAYOUT.items():
+        table = top if not section else doc[section]
+        if section:
+            if not isinstance(table, dict):
+                raise BadSpace(f"space file {path}: key {section!r} must be a table")
+            _keys(path, section + ".", table, keys)
+        for k, (field_name, want) in keys.items():
+            kw[field_name] = _typed(path, (section + "." if section else "") + k, table[k], want)
+    stages = doc["stages"]
+    if not isinstance(stages, list) or not stages or not all(isinstance(s, dict) for s in stages):
+        raise BadSpace(f"space file {path}: key 'stages' must be a non-empty array of tables ([[stages]])")
+    kw["stages"] = []
+    for i, st in enumerate(stages):
+        _keys(path, f"stages[{i}].", st, _STAGE)
+        vals = {k: _typed(path, f"stages[{i}].{k}", st[k], t) for k, t in _STAGE.items()}
+        if vals["act"] not in ACTS:
+            raise BadSpace(f"space file {path}: key 'stages[{i}].act' must be one of {', '.join(ACTS)}, "
+                           f"got {vals['act']!r}")
+        kw["stages"].append(Stage(**vals))
+    kw["stages"] = tuple(kw["stages"])
+    for key, vals in (("choices.depths", kw["depths"]), ("choices.kernels", kw["kernels"]),
+                      ("choices.expansions", kw["expansions"])):
+        if min(vals) < 1 or len(set(vals)) != len(vals):
+            raise BadSpace(f"space file {path}: key {key!r} must hold distinct values >= 1, got {list(vals)}")
+    if not set(kw["se"]) <= {0, 1}:
+        raise BadSpace(f"space file {path}: key 'choices.se' must hold 0 and/or 1, got {list(kw['se'])}")
+    if kw["name"] != path.stem:
+        raise BadSpace(f"space file {path}: key 'name' is {kw['name']!r}; it must match the file name {path.stem!r}")
+    return Space(**kw)
+
+
+SPACES = {p.stem: load_space(p) for p in sorted(SPACES_DIR.glob("*.toml"))}
+HARDCORE = SPACES["hardcore-mbv3"]
 
 
 def get_space(name: str) -> Space:
+    """The registered space called ``name`` (a file ``profiler/spaces/<name>.toml``).
+
+    Raises:
+        UnknownSpace (a LutnasError) naming the known spaces.
+    """
     try:
         return SPACES[name]
     except KeyError:
-        raise ValueError(f"unknown search space {name!r}; known: {', '.join(sorted(SPACES))}") from None
+        raise UnknownSpace(f"unknown search space {name!r}; known: {', '.join(sorted(SPACES))}") from None
 
 
 @dataclass(frozen=True)

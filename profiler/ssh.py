@@ -19,7 +19,6 @@ import base64
 import getpass
 import hashlib
 import json
-import os
 import re
 import secrets
 import shlex
@@ -27,16 +26,17 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Set, Tuple
 
 import paramiko
 
 from .devices import Device
 from .errors import ConnectionFailed, DeviceFailed, HostKeyError
+from .protocol import parse_line
 from .transport import AGENT, AgentExit
 
 # Shipped next to the agent: the parser of benchmark_model's output (the agent imports it when it drives the binary).
-SUPPORT = [Path(__file__).resolve().parent / "benchmark_model.py"]
+SUPPORT = [AGENT.parent / "benchmark_model.py"]
 POLL_S = 0.2  # how often the reader wakes up to drain stderr and check the timeouts
 
 # Run directories a dropped connection could not remove, by (host, port): the next connection removes them.
@@ -102,8 +102,6 @@ def ssh_settings(device: Device) -> dict:
 class SSHTransport:
     """One device over SSH. Use as a context manager; ``run`` may be called several times on one connection."""
 
-    name = "ssh"
-
     def __init__(self, device: Device, trust_new_host: bool = False):
         self.device = device
         self.trust_new_host = trust_new_host
@@ -114,7 +112,6 @@ class SSHTransport:
         self._run_dir: Optional[str] = None
         self._pushed: Set[str] = set()
         self._runs = 0
-        self.stats = {"connect_s": 0.0, "push_s": 0.0, "pushed_bytes": 0}
 
     # --- connection ------------------------------------------------------------------------------------------------
     def __enter__(self) -> "SSHTransport":
@@ -159,7 +156,6 @@ class SSHTransport:
         if missing:  # not a transient fault: never retried
             raise ConnectionFailed(f"{self.where}: key file {missing[0]} does not exist; fix `key` in the inventory "
                                    "(or IdentityFile in the SSH config)")
-        t0 = time.monotonic()
         client = paramiko.SSHClient()
         if s["known_hosts"].is_file():
             client.load_host_keys(str(s["known_hosts"]))
@@ -190,7 +186,6 @@ class SSHTransport:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             client.close()
             raise ConnectionLost(f"{self.where}: cannot connect ({type(exc).__name__}: {exc})") from None
-        self.stats["connect_s"] += time.monotonic() - t0
         return client
 
     # --- remote files ----------------------------------------------------------------------------------------------
@@ -215,7 +210,6 @@ class SSHTransport:
 
     def put(self, local: Path, remote: str) -> None:
         self.sftp.put(str(local), remote)
-        self.stats["pushed_bytes"] += os.path.getsize(local)
 
     def exec(self, command: str, timeout: float = 60.0) -> Tuple[int, str, str]:
         """Run a (quoted) shell command and wait; (status, stdout, stderr)."""
@@ -235,10 +229,10 @@ class SSHTransport:
                     _LEFTOVERS.setdefault(key, set()).add(d)
 
     # --- one agent run ---------------------------------------------------------------------------------------------
-    def run(self, manifest: dict, models: Sequence[Path], args: Sequence[str] = ()) -> Iterator[dict]:
+    def run(self, manifest: dict, args: Sequence[str] = ()) -> Iterator[dict]:
         """Push and run the agent on ``manifest`` (or with ``args``, e.g. ``--check``); yield its JSON lines."""
         try:
-            name = self._push(manifest, models)
+            name = self._push(manifest)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise ConnectionLost(f"{self.where}: pushing the job failed ({type(exc).__name__}: {exc})") from None
         q = shlex.quote
@@ -247,9 +241,8 @@ class SSHTransport:
         cmd = f"cd {q(self._run_dir)} && echo lutnas-pid $$ && exec {q(self.device.python)} lutnas_agent.py {tail}"
         yield from self._stream(cmd)
 
-    def _push(self, manifest: dict, models: Sequence[Path]) -> str:
+    def _push(self, manifest: dict) -> str:
         """Push what this run needs; returns the manifest's file name (relative to the run directory)."""
-        t0 = time.monotonic()
         if self._run_dir is None:
             job = re.sub(r"[^A-Za-z0-9_-]", "", str(manifest.get("job", "check")))[:40] or "job"
             run_dir = f"{self.remote_path(self.device.workdir).rstrip('/')}/run-{job}-{secrets.token_hex(4)}"
@@ -258,10 +251,9 @@ class SSHTransport:
             self.put(AGENT, f"{run_dir}/lutnas_agent.py")
             for path in SUPPORT:
                 self.put(path, f"{run_dir}/{path.name}")
-        local = {str(p): Path(p) for p in models}
         entries = []
         for e in manifest.get("entries", []):
-            src = local.get(e["model"], Path(e["model"]))
+            src = Path(e["model"])
             rel = f"models/{src.name}"  # cache files are named by content hash: same name, same model
             if rel not in self._pushed:
                 self.put(src, f"{self._run_dir}/{rel}")
@@ -271,7 +263,6 @@ class SSHTransport:
         name = f"manifest-{self._runs}.json"
         with self.sftp.open(f"{self._run_dir}/{name}", "w") as f:
             f.write(json.dumps(dict(manifest, entries=entries)))
-        self.stats["push_s"] += time.monotonic() - t0
         return name
 
     def _stream(self, cmd: str) -> Iterator[dict]:
@@ -303,8 +294,10 @@ class SSHTransport:
                         line = raw.decode(errors="replace").strip()
                         if line.startswith("lutnas-pid "):
                             pid = int(line.split()[1])
-                        elif line.startswith("{"):
-                            yield json.loads(line)
+                        else:
+                            obj = parse_line(line, self.where)
+                            if obj is not None:
+                                yield obj
                     continue
                 if now - last > s["entry_timeout"] or (s["timeout"] and now - start > s["timeout"]):
                     what = (f"printed nothing for {s['entry_timeout']:.0f} s (entry_timeout)"
@@ -347,9 +340,3 @@ class SSHTransport:
         except Exception:
             with _LEFTOVERS_LOCK:
                 _LEFTOVERS.setdefault((self.settings["hostname"], self.settings["port"]), set()).add(run_dir)
-
-
-def leftovers() -> List[str]:
-    """Run directories not removed yet (a dropped connection left them; the next connection removes them)."""
-    with _LEFTOVERS_LOCK:
-        return sorted(d for ds in _LEFTOVERS.values() for d in ds)

@@ -31,7 +31,7 @@ def export_tflite(module, input_shape: Tuple[int, ...], path: Path) -> Path:
     """
     import torch
 
-    from .export import atomic_file
+    from .files import atomic_file
 
     litert_torch = _litert_torch()
     x = torch.randn(*input_shape)

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .protocol import parse_line
+
 AGENT = Path(__file__).resolve().parent.parent / "agents" / "lutnas_agent.py"
 
 
@@ -22,8 +24,6 @@ class AgentExit(Exception):
 
 class LocalTransport:
     """Runs the agent as a subprocess; models are read where the host exported them."""
-
-    name = "local"
 
     def __init__(self, python: str = sys.executable):
         self.python = python
@@ -41,16 +41,16 @@ class LocalTransport:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def run(self, manifest: dict, models: Sequence[Path], args: Sequence[str] = ()) -> Iterator[dict]:
+    def run(self, manifest: dict, args: Sequence[str] = ()) -> Iterator[dict]:
         """Run the agent on ``manifest`` and yield its JSON lines as they arrive."""
         path = Path(self._tmp.name) / "manifest.json"
         path.write_text(json.dumps(manifest))
         cmd = [self.python, str(AGENT), *args, str(path)] if not args else [self.python, str(AGENT), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                yield json.loads(line)
+            obj = parse_line(line, "local agent")
+            if obj is not None:
+                yield obj
         code = self.proc.wait()
         err = self.proc.stderr.read()
         self.proc = None

@@ -6,7 +6,6 @@ are measured through the same agent, transport, journal and method as ``profile`
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import asdict, replace
@@ -16,19 +15,17 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from .errors import BadInput, BadLut
-from .lut import Lut, atomic_write_json, latest, lut_dir
-from .runner import Method, measure, pool_parts
+from .files import atomic_write_json
+from .journal import job_id, journal_path
+from .keys import EntryKey, anchor_key, is_pair, lut_key, net_key
+from .lut import Lut, latest, lut_dir
+from .runner import measure, pool_parts
 from .space import Arch, BlockSpec, Space
 
 
 def predictor(lut: Lut, calibrated: bool = True):
     """A function Arch -> predicted ms: eq. (3) on the in-context block table (calibration folded in if stored)."""
-    table = lut.block_table(calibrated=calibrated)
-    try:
-        from search.latency import LinearResource  # eq. (3) in one place when the search package is present
-    except ImportError:
-        return lambda arch: float(sum(table[str(b)] for b in arch.blocks()))
-    model = LinearResource.from_table(lut.space, table)
+    model = lut.latency_model(calibrated=calibrated)
     return lambda arch: float(model.predict_arch(arch))
 
 
@@ -37,7 +34,7 @@ STALE = 0.05  # |device now / LUT − 1| above this: the LUT no longer describes
 
 def anchor_keys(lut: Lut, n: int = 8) -> List[str]:
     """``n`` block keys of the LUT at evenly spaced quantiles of their measured medians (pairs excluded)."""
-    blocks = sorted((k for k in lut.entries if not k.startswith("pair:")), key=lambda k: lut.entries[k]["median_ms"])
+    blocks = sorted((k for k in lut.entries if not is_pair(k)), key=lambda k: lut.entries[k]["median_ms"])
     if n <= 0 or not blocks:
         return []
     idx = sorted({int(round(q)) for q in np.linspace(0, len(blocks) - 1, min(n, len(blocks)))})
@@ -65,13 +62,6 @@ def stale_warning(device: str, lut: Lut, drift: dict) -> str:
             f"describes this device; re-profile with: profile --device {device}")
 
 
-def lut_entry(key: str):
-    """(first block, second block or None) of a LUT entry key: a block, or ``pair:A+B``."""
-    if key.startswith("pair:"):
-        a, b = key[5:].split("+")
-        return BlockSpec.parse(a), BlockSpec.parse(b)
-    return BlockSpec.parse(key), None
-
 
 def same_run_lut(lut: Lut, measured: Dict[str, dict]) -> Lut:
     """``lut`` with every entry replaced by its re-measurement (``measured``, keyed like the LUT): the table the
@@ -92,17 +82,17 @@ def same_run_report(lut: Lut, done: Dict[str, dict], parts: Dict[str, List[dict]
 
     ``done`` holds the entries pooled over all passes and ``parts``, per key, one entry per pass in pass order
     (keys ``lut:<key>`` and ``net:<arch>``)."""
-    blocks = [k for k in lut.entries if not k.startswith("pair:")]
-    same = same_run_lut(lut, {k: done[f"lut:{k}"] for k in lut.entries})
+    blocks = [k for k in lut.entries if not is_pair(k)]
+    same = same_run_lut(lut, {k: done[lut_key(k)] for k in lut.entries})
     predict = predictor(same)
     pred = [predict(a) for a in archs]
     out = metrics(pred, meas)
     out["worst_arch"] = str(archs[out.pop("worst_index")])
     by_cycle = []
     for c in range(cycles):
-        table = same_run_lut(lut, {k: parts[f"lut:{k}"][c] for k in lut.entries})
+        table = same_run_lut(lut, {k: parts[lut_key(k)][c] for k in lut.entries})
         predict_c = predictor(table)
-        fit = metrics([predict_c(a) for a in archs], [parts[f"net:{a}"][c]["median_ms"] for a in archs])
+        fit = metrics([predict_c(a) for a in archs], [parts[net_key(a)][c]["median_ms"] for a in archs])
         by_cycle.append({"blocks_vs_lut": drift_report(lut, table.entries, blocks)["ratio"],
                          "ratio": fit["ratio"], "r2": fit["r2"]})
     out.update({"cycles": cycles,
@@ -212,7 +202,8 @@ def check_outputs(args) -> None:
 
 
 def run_validate(args) -> int:
-    from .devices import resolve_device, with_overrides
+    from .devices import with_overrides
+    from .inventory import resolve_device
 
     names = args.device or ["local"]
     if len(names) != 1:
@@ -224,11 +215,12 @@ def run_validate(args) -> int:
     if args.lut:
         lut = Lut.load(args.lut)
     else:
-        from .space import HARDCORE
+        from .space import get_space
 
-        found = latest(Path(args.out), dev.name, HARDCORE)
+        space = get_space(args.space)
+        found = latest(Path(args.out), dev.name, space)
         if found is None:
-            raise BadLut(f"no LUT for device {dev.name!r} under {lut_dir(Path(args.out), dev.name, HARDCORE)}; "
+            raise BadLut(f"no LUT for device {dev.name!r} under {lut_dir(Path(args.out), dev.name, space)}; "
                          f"run: profile --device {dev.name}")
         lut = Lut.load(found)
     space = lut.space
@@ -236,23 +228,21 @@ def run_validate(args) -> int:
     if lut.device != dev.name:
         raise BadLut(f"{lut.path} was measured on device {lut.device!r}; validate it with --device {lut.device}, "
                      f"or pass a LUT of {dev.name!r}")
-    rt = lut.data["runtime"]
-    runtime = dev.runtime_settings(rt["name"], rt["threads"])
-    if args.runtime and args.runtime != rt["name"]:
-        raise BadInput(f"--runtime {args.runtime} differs from the LUT's runtime {rt['name']!r}")
+    runtime = lut.runtime_for(dev)
+    if args.runtime and args.runtime != runtime["name"]:
+        raise BadInput(f"--runtime {args.runtime} differs from the LUT's runtime {runtime['name']!r}")
     predict = predictor(lut)
     archs = [] if args.drift else spread_sample(space, predict, args.n, args.seed)
     anchors = anchor_keys(lut, args.anchors)
     if args.drift and not anchors:
         raise BadInput("--drift needs at least one anchor block; use --anchors N with N >= 1")
-    nets = [(f"net:{a}", a, None) for a in archs]
+    nets = [(net_key(a), a, None) for a in archs]
     # The anchors get a pass of their own, among blocks as when the LUT was profiled. Interleaved with whole
     # networks they read slow by the cache state the networks leave behind (up to 1.35x on the smallest block,
     # 1.12x median, in a run where the networks themselves were within 1.7 % of the prediction): that is the
     # context, not the device (docs/BENCHMARKS.md, "The device moved between sessions").
-    method = replace(Method(**{k: v for k, v in lut.data["method"].items() if k in Method.__dataclass_fields__}),
-                     budget_s=args.budget)
-    passes = [("anchors", None, method, [(f"anchor:{k}", BlockSpec.parse(k), None) for k in anchors]),
+    method = replace(lut.method(), budget_s=args.budget)
+    passes = [("anchors", None, method, [(anchor_key(k), BlockSpec.parse(k), None) for k in anchors]),
               ("networks", None, method, nets)]
     cycles = 0 if args.drift else args.cycles
     if cycles < 0:
@@ -266,8 +256,8 @@ def run_validate(args) -> int:
                            f"{lut.path} was measured with; use --cycles {max(1, method.processes // 2)} or fewer")
         # no top-up workers inside a pass: the CI that counts is that of the samples pooled over all passes
         cyc_method = replace(method, processes=per, max_processes=per)
-        table = [(f"lut:{k}", *lut_entry(k)) for k in lut.entries]
-        anchors = [k for k in lut.entries if not k.startswith("pair:")]  # all of them, measured among blocks
+        table = [(lut_key(k), *EntryKey.parse(k).blocks()) for k in lut.entries]
+        anchors = [k for k in lut.entries if not is_pair(k)]  # all of them, measured among blocks
         passes = [(f"{kind} {c + 1}/{cycles}", c, cyc_method, entries) for c in range(cycles)
                   for kind, entries in (("blocks", table), ("networks", nets))]
     done, parts, journals, timing = {}, {}, [], {}
@@ -275,9 +265,8 @@ def run_validate(args) -> int:
         if not entries:
             continue
         blob = [str(lut.path), [k for k, _, _ in entries], asdict(m)] + ([] if cycle is None else [cycle])
-        jid = hashlib.sha256(json.dumps(blob).encode())
-        journal_path = lut_dir(Path(args.out), dev.name, space) / f".journal-validate-{jid.hexdigest()[:12]}.jsonl"
-        got, journal, t = measure(dev, runtime, lut.data["batch"], m, entries, journal_path,
+        jpath = journal_path(lut_dir(Path(args.out), dev.name, space), job_id(*blob), "validate")
+        got, journal, t = measure(dev, runtime, lut.data["batch"], m, entries, jpath,
                                   progress=not args.quiet, label=f"validate {name}")
         for k, v in got.items():
             parts.setdefault(k, []).append(v)
@@ -286,8 +275,8 @@ def run_validate(args) -> int:
             timing[k] = timing.get(k, 0.0) + v
     for k, v in parts.items():
         done[k] = v[0] if len(v) == 1 else pool_parts(k, v, method)
-    prefix = "lut:" if cycles else "anchor:"
-    drift = drift_report(lut, {k: done[prefix + k] for k in anchors}, anchors) if anchors else None
+    measured_key = lut_key if cycles else anchor_key
+    drift = drift_report(lut, {k: done[measured_key(k)] for k in anchors}, anchors) if anchors else None
     if args.drift:
         report = {"lut": str(lut.path), "device": dev.name, "device_vs_lut": drift, "wall_s": timing}
         if args.json:
@@ -301,13 +290,13 @@ def run_validate(args) -> int:
         print(f"{drift['ratio']:.4f}")
         return 0
     pred = [predict(a) for a in archs]
-    meas = [done[f"net:{a}"]["median_ms"] for a in archs]
+    meas = [done[net_key(a)]["median_ms"] for a in archs]
     report = metrics(pred, meas)
     if drift is not None:
         report["device_vs_lut"] = drift
     report.update({
         "lut": str(lut.path), "device": dev.name, "calibration_applied": lut.calibration,
-        "networks": [{"arch": str(a), "predicted_ms": p, "measured_ms": m, "ci95_ms": done[f"net:{a}"]["ci95_ms"]}
+        "networks": [{"arch": str(a), "predicted_ms": p, "measured_ms": m, "ci95_ms": done[net_key(a)]["ci95_ms"]}
                      for a, p, m in zip(archs, pred, meas)],
         "wall_s": timing,
     })

@@ -19,7 +19,8 @@ from profiler.checks import (OneLineParser, check_output_dir, check_output_file,
                              parse_quantity, parse_targets)
 from profiler.cli import raw_main
 from profiler.errors import BadInput, ExitStatus, LutnasError
-from profiler.lut import Lut, atomic_write_json
+from profiler.files import atomic_write_json
+from profiler.lut import Lut
 
 
 class Infeasible(LutnasError):
@@ -31,10 +32,10 @@ SEARCHER_INFO = ("runs", "sweep_runs", "graph_source", "kprime", "trained", "cac
                  "violating_steps")
 
 
-def parse_constraint(text: str, luts_root: Path):
-    """``params<=4M``, ``flops<=300M``, ``DEVICE:latency<=40ms`` or ``PATH.json:latency<=40ms`` -> (resource, bound)."""
-    from search.resources import flops_model, params_model
-    from search.latency import LinearResource
+def parse_constraint(text: str, luts_root: Path, space=None):
+    """``params<=4M``, ``flops<=300M``, ``DEVICE:latency<=40ms`` or ``PATH.json:latency<=40ms`` -> (resource, bound),
+    over ``space`` (the searched LUT's; default the HardCoRe space)."""
+    from profiler.model import flops_model, params_model
 
     m = re.fullmatch(r"\s*(?:([^:]+):)?(latency|params|flops)\s*<=(.*)", text)
     if not m:
@@ -45,28 +46,28 @@ def parse_constraint(text: str, luts_root: Path):
         raise BadInput(f"constraint {text!r}: {what} does not depend on a device; write '{what}<=...'")
     from profiler.space import HARDCORE
 
+    space = space or HARDCORE
     if what == "params":
-        return params_model(HARDCORE), bound
+        return params_model(space), bound
     if what == "flops":
-        return flops_model(HARDCORE), bound
+        return flops_model(space), bound
     if not where:
         raise BadInput(f"latency constraint {text!r} must name a device or LUT: 'pi4:latency<=40ms'")
     if where.endswith(".json"):
-        lut = Lut.load(where, space=HARDCORE)
+        lut = Lut.load(where, space=space)
     else:
         from profiler.lut import latest
 
-        path = latest(luts_root, where, HARDCORE, calibrated=True)
+        path = latest(luts_root, where, space, calibrated=True)
         if path is None:
             raise BadInput(f"constraint {text!r}: no LUT for device {where!r} under {luts_root}; profile it first")
-        lut = Lut.load(path, space=HARDCORE)
-    res = LinearResource.from_table(HARDCORE, lut.block_table(), name=f"{lut.device}:latency", unit="ms")
-    return res, bound
+        lut = Lut.load(path, space=space)
+    return lut.latency_model(), bound
 
 
 def capacity_objective(space):
     """Without a supernet: prefer the most FLOPs within the budget (a capacity proxy), linear in (α, β)."""
-    from search.resources import flops_model
+    from profiler.model import flops_model
 
     model = flops_model(space)
     scale = 1.0 / model.max_value()
@@ -106,9 +107,8 @@ def search_parser() -> argparse.ArgumentParser:
 
 
 def run_search(args) -> int:
-    from search.latency import LinearResource
+    from profiler.model import flops_model, params_model
     from search.problem import ALGOS, InfeasibleTarget, solve
-    from search.resources import flops_model, params_model
 
     targets = parse_targets(args.target_ms)
     if args.json:  # before searching: results are never lost to an output that cannot be written
@@ -120,8 +120,9 @@ def run_search(args) -> int:
     lut = Lut.load(args.lut)
     space = lut.space
     lut.check_space(space)
-    latency = LinearResource.from_table(space, lut.block_table(), name=f"{lut.device}:latency", unit="ms")
-    constraints = distinct_names([parse_constraint(c, Path(args.luts)) for c in args.constraint], args.constraint)
+    latency = lut.latency_model()
+    constraints = distinct_names([parse_constraint(c, Path(args.luts), space) for c in args.constraint],
+                                 args.constraint)
     params, flops = params_model(space), flops_model(space)
     evaluate = None
     if args.supernet:
@@ -231,23 +232,21 @@ def verify(args, archs, rows, lut) -> None:
     """Measure the found networks on a device with the profiling path; add measured_ms and its CI to each row."""
     from dataclasses import replace
 
-    from profiler.devices import resolve_device
+    from profiler.inventory import resolve_device
     from profiler.lut import lut_dir
-    from profiler.runner import Method, measure
+    from profiler.journal import job_id, journal_path
+    from profiler.keys import net_key
+    from profiler.runner import measure
 
     dev = resolve_device(args.verify_on, args.devices)
-    rt = lut.data["runtime"]
-    runtime = dev.runtime_settings(rt["name"], rt["threads"])
-    method = Method(**{k: v for k, v in lut.data["method"].items() if k in Method.__dataclass_fields__})
-    entries = [(f"net:{a}", a, None) for a in archs]
-    import hashlib
-
-    jid = hashlib.sha256("|".join(map(str, archs)).encode()).hexdigest()[:12]
-    jpath = lut_dir(Path(args.luts), dev.name, lut.space) / f".journal-verify-{jid}.jsonl"
+    runtime = lut.runtime_for(dev)
+    method = lut.method()
+    entries = [(net_key(a), a, None) for a in archs]
+    jpath = journal_path(lut_dir(Path(args.luts), dev.name, lut.space), job_id(*map(str, archs)), "verify")
     done, journal, _ = measure(dev, runtime, lut.data["batch"], replace(method), entries, jpath,
                                progress=not args.quiet, label="verify")
     for a, row in zip(archs, rows):
-        e = done[f"net:{a}"]
+        e = done[net_key(a)]
         row["measured_ms"], row["measured_ci95_ms"] = e["median_ms"], e["ci95_ms"]
         row["verified_on"] = dev.name
         row["meets_target_measured"] = bool(e["median_ms"] - e["ci95_ms"] <= row["target_ms"])

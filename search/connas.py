@@ -19,9 +19,7 @@ block with candidate values v_1..v_n and bound T (``block_direction``, the paper
 with u(i → j) = (e_j − e_i)/√2 the unit vector from candidate i to candidate j (ties give no vector). The block
 directions of all violated bounds are summed and the sum normalised per block (``combine_directions``).
 
-Choices made here (the brief leaves them open), with what was measured behind them — 20 random separable objectives
-per row (``exact.SeparableObjective``, μ ∈ {0, 1}) on the synthetic FLOPs LUT of the tests, 300 steps, gap to the
-exact MILP optimum relative to |optimum|, and the capacity objective of ``search/cli.py`` on the committed local LUT:
+Choices made here (the brief leaves them open); the measurements behind them are in docs/searcher-measurements.md (CONNAS):
 
 - **Where the modification acts — on ∂f/∂α** (and ∂f/∂β), before the softmax Jacobian: α are HardCoRe's
   architecture weights, and d is a direction among candidates, i.e. in α space. ∇ there is taken less its
@@ -29,19 +27,15 @@ exact MILP optimum relative to |optimum|, and the capacity objective of ``search
   Jacobian then turns ∇' into logit gradients that compare candidates, p_i (∇'_fav − ∇'_i), whose sign (all
   Adam keeps) does not depend on how saturated α is. Modifying the logit gradient instead (``on="logits"``) pits
   the push on a cheap, improbable candidate against the objective's push on the favourite coordinate by coordinate;
-  under Adam both rise at the same rate and the argmax stalls: 7/20 infeasible results at tight targets (vs 0/20).
+  under Adam both rise at the same rate and the argmax stalls (infeasible results at tight targets).
 - **Sign**: d points *towards* feasibility and is subtracted, so a descent step −η∇' moves along +d. Per block,
   in the space the modification acts on, ⟨−∇'_blk, d_blk⟩ ≥ −‖∇_blk‖ + R·max(‖∇‖, ε) ≥ (R − 1)‖∇‖ > 0: with R > 1
   the objective can slow but not reverse the move of any violating block towards feasibility — the reason for
   R = 1.2 — and ε keeps the push alive where ∇ vanishes (a flat objective).
 - **Normalisation per block, scale by the global ‖∇‖.** Normalising the stacked direction to one unit vector
   over all blocks (the other reading) leaves each of ~25 blocks a push of about R‖∇‖/5, which the objective
-  outweighs in the blocks it cares most about: the argmax then stays infeasible for the whole search — on the local
-  LUT the capacity objective never met 2.7 and 3.0 ms (min 2.41 ms), and at tight synthetic targets (the lowest 10 %
-  of the latency range) the mean gap was 22 % against 6.1 % here. Scaling each block by its own ‖∇_blk‖ stalled the
-  same way on 5/20 tight targets. As implemented: 0/20 infeasible at both broad and tight targets, mean gap 2.1 %
-  (broad) and 6.1 % (tight; BCSFW 4.6 %), and all four local-LUT capacity targets (2.7, 3, 4.5, 6 ms) met, within
-  3.5-12.6 % of the exact optimum (BCSFW: 0.0-2.4 %).
+  outweighs in the blocks it cares most about: the argmax then stays infeasible for the whole search at tight
+  targets. Scaling each block by its own ‖∇_blk‖ stalled the same way.
 - The metric values come only from ``LinearResource.predict`` on one-hot (α, β), never from ``grad()``: CONNAS
   needs no differentiable metric, and any function of a discrete architecture would do.
 - Updates use Adam on the logits, as ``soft.py`` (``optimizer="sgd"`` for plain descent).
@@ -53,8 +47,7 @@ exact MILP optimum relative to |optimum|, and the capacity objective of ``search
   (``finish`` warns) — never hidden.
 
 Limits: R > 1 guarantees progress *along* d, not that the argmax ever crosses into the feasible set, so a search can
-end without a feasible architecture (then reported, see above); none did in the runs above. R = 3 instead of 1.2
-changed little there (mean gap 2.3 % broad, 7.2 % tight). Nothing holds the relaxed (α, β) feasible, unlike BCSFW,
+end without a feasible architecture (then reported, see above). Nothing holds the relaxed (α, β) feasible, unlike BCSFW,
 and the result is a late argmax architecture, not a projection.
 
 ``info``: ``objective_evals`` (gradient calls + selection evaluations), ``violating_steps`` (steps whose argmax
@@ -68,9 +61,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from profiler.model import LinearResource
 from profiler.space import Arch
 
-from .latency import LinearResource
 from .problem import Problem, SearchResult, finish, trace_row
 from .projection import argmax_arch
 from .soft import LogitAdam, _softmax, _softmax_backward

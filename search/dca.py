@@ -2,7 +2,7 @@
 
 Dutta, Kanvar, Agarwal, "Search-time Efficient Device Constraints-Aware Neural Architecture Search" (DCA-NAS, PReMI
 2023, arXiv:2307.04443), §3. The equations are named by role here, in this project's notation (ζ = (α, β) of
-HardCoRe-NAS eq. (3), as in search/latency.py):
+HardCoRe-NAS eq. (3), as in profiler/model.py):
 
     constrained search        min_ζ f(ζ)  s.t.  k(ζ) ≤ K                  (K: the device bound)
     relaxed resource          k(α, β) = E[resource] under softmax(α), softmax(β) — eq. (3) form, LinearResource.predict
@@ -35,18 +35,12 @@ Different from the paper, and why:
   again — between the last grid point ≤ K and the failure, like bisection — and the last of at most ``max_extra``
   more runs takes that grid point itself. Every run, sweep and final, has the same length (``steps`` capped at
   ``sweep_steps``), so with a deterministic objective (and the other bounds' K' untouched) that grid point
-  reproduces the sweep's run and meets the latency bound. Measured on 6 random separable objectives × 3 targets ×
-  3 bound sets (latency alone, + params at 10 % and at 30 % of its range) on the committed LUT, η = 2: with
-  300-step final runs read off a graph of 100-step runs, stepping down grid point by grid point needed 2.1–2.2 final
-  runs on average, missed 1 of 54 results and gave a mean gap to the exact optimum of 10–15 % (worst 110 %), and the
-  bisection above missed 21 of 54; with equal lengths every result met its bounds, with 1.3–1.9 final runs and a
-  mean gap of 8–10 % (worst 41 %). A result that never gets feasible is returned with ``feasible=False``, never
-  hidden.
+  reproduces the sweep's run and meets the latency bound (the runs that chose this: docs/searcher-measurements.md, DCA). A result
+  that never gets feasible is returned with ``feasible=False``, never hidden.
 - Several bounds: the graph is built for the first (latency) bound only; the other bounds stay Lagrangian terms with
   K' = K (each with its own multiplier). ``finish`` checks the discrete result against every bound; when another bound
   is missed, its K' shrinks by the amount it was missed by (doubled on each further miss) for the next run.
-- The dual step defaults to η = 2 (relative): on the cases above η = 0.5 gave a smaller mean gap (5–6 %) but left 2
-  of 36 multi-bound results a hair over the params bound, η = 1 left 1.
+- The dual step defaults to η = 2 (relative); smaller η left multi-bound results over a bound (docs/searcher-measurements.md).
 """
 from __future__ import annotations
 
@@ -229,7 +223,7 @@ def _read_file(path: Path) -> dict:
 def _write_graph(path: Path, graph: LookupGraph) -> None:
     """Add (or replace) ``graph`` in the file by read, modify and atomic rename: the file is never half-written, but
     two processes sweeping at the same moment may each keep only their own graph (the other is swept again later)."""
-    from profiler.lut import atomic_write_json
+    from profiler.files import atomic_write_json
 
     data = _read_file(path)
     data["graphs"][graph.key] = asdict(graph)

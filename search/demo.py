@@ -78,9 +78,7 @@ def main(argv=None) -> int:
              "--resolution", "32", "--width", "0.5", "--quiet")
     else:
         print(f"== train supernet: reusing {args.supernet}", file=sys.stderr)
-    from search.latency import LinearResource
-
-    model = LinearResource.from_table(HARDCORE, Lut.load(path).block_table())
+    model = Lut.load(path).latency_model()
     lo, hi = model.min_value(), model.max_value()
     targets = [round(lo + (hi - lo) * f, 2) for f in [0.1 + 0.8 * i / max(args.targets - 1, 1)
                                                        for i in range(args.targets)]]

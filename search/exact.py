@@ -18,9 +18,9 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from profiler.model import LinearResource, depth_matrix
 from profiler.space import Arch, Space
 
-from .latency import LinearResource, depth_matrix
 
 Bound = Tuple[LinearResource, float]
 

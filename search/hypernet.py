@@ -40,24 +40,16 @@ the sampled architecture, Adam, one training for all budgets. Different, and why
 - The network weights are not trained with H: the task loss comes from the frozen oracle ``objective(α, β)`` (the
   supernet on a validation batch, or an analytic function) at the *hard* straight-through sample; its gradient reaches
   H through the surrogate ⟨γ, ∂f/∂γ⟩, whose gradient is the oracle's (the paper's code feeds relaxed samples).
-- Two additions the hard samples need, measured on the local LUT with 4 random separable objectives (mean regret of
-  the grid members in the scalarised loss against its exact MILP optimum, range ~1): κ_t ramps from 0 to κ over the
-  first ``warmup`` = 30 % of the steps (0.026 without, 0.006 with) — a slot the sampled depth drops gets no gradient,
+- Two additions the hard samples need (measured: docs/searcher-measurements.md, hypernetwork): κ_t ramps from 0 to κ over the
+  first ``warmup`` = 30 % of the steps — a slot the sampled depth drops gets no gradient,
   so if the latency term shrinks every depth first the slots 3–4 never learn a config and deeper stages never pay off
   (the trap of docs/search-core.md's vertex start); an entropy bonus λ = 0.003 keeps the logits from saturating
-  (with λ = 0.001 the straight-through gradient vanished early and the family collapsed to a few architectures:
-  regret 0.09–0.13). Its optimum for a linear cost c is softmax(−c/λ), whose argmax is unchanged.
+  (with a smaller λ the straight-through gradient vanished early and the family collapsed to a few architectures). Its optimum for a linear cost c is softmax(−c/λ), whose argmax is unchanged.
 - H is an MLP (two SiLU layers) plus a linear map of S (logits linear in S are the exact trade-off of a separable
-  f; regret 0.0078 → 0.0060), not the code's interpolation between learned reference architectures; the paper picks
+  f), not the code's interpolation between learned reference architectures; the paper picks
   three preset S by hand, here the grid and the selection under hard bounds pick S for the user's budget.
-- Cost: ``steps · batch`` oracle calls for training (default 600 · 16 = 9600, 2.5–7 s CPU with an analytic f), then
+- Cost: ``steps · batch`` oracle calls for training (default 600 · 16 = 9600), then
   one per distinct family member; a supernet oracle makes training proportionally slower.
-
-Measured with the defaults on the local LUT (4 random separable objectives × budgets at 2, 10, 30, 50, 80 % of the
-latency range): every result feasible, the grid family spanning 2.43–2.44 ms up to 5.0–5.6 ms (space 2.41–9.18 ms,
-unconstrained optima 5.6–6.2 ms), mean gap to the exact constrained optimum 3.6–7.1 % per objective (worst 19.6 %,
-at the tightest budget, where |optimum| is small). The price of one training for all budgets: BCSFW, one search
-per budget, has a mean gap of 2.3 % (docs/search-core.md, synthetic LUT).
 
 **Caching.** The training does not depend on the bounds, so it is kept in memory keyed by id(objective) (checked
 against a weak reference, so a recycled id cannot match), the content hash of every resource table, and the
@@ -81,10 +73,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from profiler.export import atomic_file
+from profiler.files import atomic_file
+from profiler.model import LinearResource
 from profiler.space import Space
 
-from .latency import LinearResource
 from .problem import Problem, SearchResult, finish
 from .projection import argmax_arch
 

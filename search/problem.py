@@ -19,9 +19,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from profiler.errors import ExitStatus, LutnasError
+from profiler.lut import Lut
 from profiler.space import Arch, Space
 
-from .latency import LinearResource
+from profiler.model import LinearResource
 
 Objective = Callable[[np.ndarray, np.ndarray], Tuple[float, np.ndarray, np.ndarray]]
 RTOL = 1e-9  # relative slack when checking a bound: below floating-point noise of eq. (3), above nothing else
@@ -187,14 +188,12 @@ def get_algo(name: str) -> Callable[..., SearchResult]:
 
 
 def as_resource(lut_or_model, name: str = "latency", unit: str = "ms") -> LinearResource:
-    """A LinearResource as is, or a LUT (anything with ``block_table()`` and ``.space``) through eq. (3)."""
+    """A LinearResource as is, or a LUT (``profiler.lut.Lut``) through its ``latency_model()``, eq. (3)."""
     if isinstance(lut_or_model, LinearResource):
         return lut_or_model
-    if hasattr(lut_or_model, "block_table") and hasattr(lut_or_model, "space"):
-        device = getattr(lut_or_model, "device", None)
-        return LinearResource.from_table(lut_or_model.space, lut_or_model.block_table(),
-                                         name=f"{device}:{name}" if isinstance(device, str) else name, unit=unit)
-    raise TypeError(f"expected a LinearResource or a LUT with block_table() and .space, got "
+    if isinstance(lut_or_model, Lut):
+        return lut_or_model.latency_model(name=f"{lut_or_model.device}:{name}")
+    raise TypeError(f"expected a LinearResource or a Lut, got "
                     f"{type(lut_or_model).__name__}")
 
 
@@ -204,7 +203,7 @@ def solve(lut_or_model, target_ms: float, objective: Objective, algo: str = "bcs
     """Search the space for an architecture with latency ≤ ``target_ms`` (and every other bound) minimising f.
 
     Args:
-        lut_or_model: the latency model — a LinearResource, or a LUT (``block_table()`` and ``.space``).
+        lut_or_model: the latency model — a LinearResource, or a ``Lut``.
         target_ms: T of eq. (6), in the model's unit.
         objective: ``objective(alpha, beta) -> (loss, grad_alpha, grad_beta)``; α (S, B, C), β (S, D) numpy.
         algo: a key of ``ALGOS``.

@@ -22,9 +22,9 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from scipy.optimize import linprog
 
+from profiler.model import LinearResource
 from profiler.space import Arch, Space
 
-from .latency import LinearResource
 
 Bound = Tuple[LinearResource, float]
 # Dual simplex always ends at a basic solution (a vertex), which Theorem 3.1 and the FW step rely on; HiGHS' interior

@@ -28,8 +28,6 @@ which runs each layer once per batch instead of once per config.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from profiler.errors import BadInput
+from profiler.files import atomic_file
 from profiler.nets import ConvBnAct, DepthwiseSeparable, Head, act_layer
 from profiler.space import HARDCORE, Arch, BlockSpec, Space, Stage, get_space, make_divisible
 
@@ -417,15 +416,8 @@ def save_checkpoint(path, supernet: Supernet, **extra) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "settings": asdict(supernet.settings),
             "space_hash": supernet.space.hash, "state_dict": supernet.state_dict(), "extra": extra}
-    # Same directory so os.replace is an atomic rename: a crash leaves the previous epoch's file intact.
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:  # a crash leaves the previous epoch's file intact
         torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

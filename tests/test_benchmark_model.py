@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.benchmark_model import BenchmarkOutputError, command, parse_output, sample_us
+from agents.benchmark_model import BenchmarkOutputError, parse_output, sample_us
 from profiler.devices import Device, PRESETS
 from profiler.lut import Lut
 from profiler.runner import profile
@@ -56,12 +56,6 @@ def test_parser_refuses_a_failed_run_naming_the_error():
         parse_output("")
 
 
-def test_command_quotes_nothing_and_uses_long_standing_flags():
-    argv = command("/data/local/tmp/benchmark_model", "models/a b.tflite", 4, 10, ["--use_xnnpack=true"])
-    assert argv[:2] == ["/data/local/tmp/benchmark_model", "--graph=models/a b.tflite"]
-    assert "--num_threads=4" in argv and "--num_runs=10" in argv and argv[-1] == "--use_xnnpack=true"
-
-
 FAKE = '''#!{python}
 """Stand-in for TFLite's benchmark_model: times the model with ai-edge-litert, prints the tool's output format."""
 import sys, time
@@ -102,7 +96,7 @@ def fake_binary(tmp_path):
 
 def test_agent_drives_the_binary_and_journals_its_samples(tmp_path, fake_binary):
     pytest.importorskip("litert_torch", reason="TFLite conversion needs: pip install 'lutnas[tflite]' torch==2.13.0")
-    from tests.test_ssh import TFLITE_BLOCKS, fast
+    from tests.conftest import TFLITE_BLOCKS, fast
 
     from dataclasses import replace
 
@@ -124,7 +118,7 @@ def test_missing_binary_fails_the_device_with_the_path(tmp_path):
     from dataclasses import replace
 
     from profiler.errors import DeviceFailed
-    from tests.test_ssh import ORT_BLOCKS, fast
+    from tests.conftest import ORT_BLOCKS, fast
 
     pytest.importorskip("litert_torch", reason="TFLite conversion needs: pip install 'lutnas[tflite]' torch==2.13.0")
     dev = Device("phone-local", replace(PRESETS["phone"], runtime="benchmark_model",
@@ -139,13 +133,13 @@ def test_phone_preset_over_ssh_drives_the_binary(tmp_path, fake_binary):
     """The phone path end to end: Termux-like device over SSH, the parser pushed next to the agent."""
     pytest.importorskip("litert_torch", reason="TFLite conversion needs: pip install 'lutnas[tflite]' torch==2.13.0")
     from tests.sshd import Sshd
-    from tests.test_ssh import TFLITE_BLOCKS, inventory, lut_of, run_fleet
+    from tests.conftest import TFLITE_BLOCKS, inventory, lut_of, run_fleet
 
     sshd = Sshd(tmp_path / "sshd").start()
     try:
         inv = inventory(tmp_path, sshd.device_toml("phone", "phone", tmp_path / "w", runtime="benchmark_model",
                                                    benchmark_model=str(fake_binary), threads=1, runs_per_sample=5))
-        from tests.test_ssh import fast
+        from tests.conftest import fast
 
         assert run_fleet(inv, tmp_path / "luts", ["phone"], TFLITE_BLOCKS[:1], fast(min_n=6, budget_s=0.05)) == 0
         lut = lut_of(tmp_path / "luts", "phone")

@@ -5,32 +5,17 @@ import warnings
 import numpy as np
 import pytest
 
+from profiler.model import LinearResource, block_cost
 from profiler.space import HARDCORE, Arch
 from search.connas import (block_direction, combine_directions, connas, constraint_direction, modified_gradients,
                            substitution_values)
 from search.exact import SeparableObjective, exact_optimum
-from search.latency import LinearResource
 from search.problem import InfeasibleResultWarning, Problem, solve
-from search.resources import block_cost, params_model
+from tests.conftest import HI, LAT, LO, PARAMS, TABLE, objective, target  # noqa: F401
 
-TABLE = {str(b): 0.02 + block_cost(b)[1] / 1e8 for b in HARDCORE.unique_blocks()}  # ms: ~1 GMAC/s + overhead
-LAT = LinearResource.from_table(HARDCORE, TABLE)
-LO, HI = LAT.min_value(), LAT.max_value()
-PARAMS = params_model(HARDCORE)
 # a second device that is memory-bound: its ranking of blocks differs from LAT's
 LAT2 = LinearResource.from_table(HARDCORE, {str(b): 0.01 + block_cost(b)[0] / 1e6 + block_cost(b)[1] / 5e8
                                             for b in HARDCORE.unique_blocks()}, name="latency")
-
-
-def objective(seed, mu=0.0):
-    rng = np.random.default_rng(seed)
-    return SeparableObjective(HARDCORE, rng.normal(0, 1, (5, 4, 12)), rng.normal(0, 1, (5, 3)), mu=mu,
-                              a0=rng.dirichlet(np.ones(12), size=(5, 4)) if mu else None)
-
-
-def target(frac, res=LAT):
-    lo, hi = res.min_value(), res.max_value()
-    return lo + frac * (hi - lo)
 
 
 def unit(x):
@@ -195,7 +180,10 @@ def test_solve_runs_connas_and_reports_its_work():
     np.testing.assert_array_equal(again.alpha, r.alpha)
 
 
-@pytest.mark.parametrize("kw", [{"optimizer": "rmsprop"}, {"on": "beta"}, {"late_frac": 1.5}, {"R": -1.0}])
-def test_bad_arguments_are_refused(kw):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kw,match", [({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'"),
+                                      ({"on": "beta"}, "unknown on='beta'"),
+                                      ({"late_frac": 1.5}, r"late_frac must be in \[0, 1\], got 1.5"),
+                                      ({"R": -1.0}, "R and eps must be >= 0, got R=-1.0")])
+def test_bad_arguments_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
         connas(Problem(HARDCORE, [(LAT, target(0.5))], objective(0)), steps=2, **kw)

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 
 from profiler.errors import BadInput
+from profiler.model import LinearResource, block_cost
 from profiler.space import HARDCORE
 from search import dca as D
 from search.exact import SeparableObjective, exact_optimum
-from search.latency import LinearResource
 from search.problem import InfeasibleResultWarning, Problem, solve
-from search.resources import block_cost
-from tests.test_search_core import HI, LAT, LO, PARAMS, objective, target  # the same synthetic latency and objectives
+from tests.conftest import HI, LAT, LO, PARAMS, objective, target
 
 FAST = dict(steps=60, points=8)  # short runs, small sweep: the tests stay fast
 

@@ -11,24 +11,18 @@ import pytest
 import torch
 
 from profiler.lut import Lut
+from profiler.model import LinearResource, block_cost, params_model
 from profiler.space import HARDCORE, Arch
 from search import hypernet as hn
 from search.exact import SeparableObjective, exact_optimum
-from search.latency import LinearResource
 from search.problem import InfeasibleResultWarning, Problem, solve
-from search.resources import block_cost, params_model
+from tests.conftest import objective
 
 ROOT = Path(__file__).resolve().parents[1]
 LUT = Lut.load(ROOT / "luts/local/hardcore-mbv3/20261122T232635Z-onnxruntime-t1-b1.json")
-LAT = LinearResource.from_table(LUT.space, LUT.block_table())
+LAT = LUT.latency_model(name="latency")
 LO, HI = LAT.min_value(), LAT.max_value()
 SMALL = dict(steps=300, batch=8)
-
-
-def objective(seed, mu=0.0):
-    rng = np.random.default_rng(seed)
-    return SeparableObjective(HARDCORE, rng.normal(0, 1, (5, 4, 12)), rng.normal(0, 1, (5, 3)), mu=mu,
-                              a0=rng.dirichlet(np.ones(12), size=(5, 4)) if mu else None)
 
 
 OBJ = objective(0)

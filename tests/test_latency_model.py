@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 import torch
 
+from profiler.model import LinearResource, MissingBlock, block_cost, flops_model, params_model
 from profiler.nets import build_block
 from profiler.space import HARDCORE, Arch, random_arch
-from search.latency import LinearResource, MissingBlock
-from search.resources import block_cost, flops_model, params_model
 
 RNG = np.random.default_rng(0)
 TABLE = {str(b): float(v) for b, v in zip(HARDCORE.unique_blocks(), RNG.uniform(0.05, 1.0, 123))}

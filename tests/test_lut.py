@@ -85,7 +85,7 @@ def test_journal_drops_a_truncated_last_line_skips_a_corrupt_one_and_refuses_gar
     with open(p, "a") as f:
         f.write('{"type": "entry", "key": "b", "med')  # killed mid-write
     j2 = Journal(p)
-    assert list(j2.entries()) == ["a"]
+    assert list(j2.by_worker()) == ["a"]
     j2.append({"type": "entry", "key": "b", "median_ms": 2.0})
     j2.close()
     assert [json.loads(x)["key"] for x in p.read_text().splitlines()] == ["a", "b"]
@@ -114,3 +114,56 @@ def test_latest_prefers_newest_measurement_then_its_newest_calibration(tmp_path)
     # the older LUT's calibration never wins over a newer measurement
     assert latest(tmp_path, "local", HARDCORE, calibrated=True).name == names[2]
     assert latest(tmp_path, "other", HARDCORE) is None
+
+
+def test_fleet_progress_counts_an_entry_done_only_when_every_worker_pass_measured_it(tmp_path):
+    """The journal holds one line per (key, worker): after the first of 3 worker passes, a third is done, not all."""
+    import json
+
+    from profiler.devices import LOCAL
+    from profiler.fleet import Job
+
+    path = tmp_path / ".journal-x.jsonl"
+    job = Job(LOCAL, {}, 1, path, total=4, need=3)
+    assert job.done() == 0  # no journal yet
+    lines = [{"type": "fingerprint", "schema": 1}] + [{"type": "entry", "key": f"k{i}", "worker": 0} for i in range(4)]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"type": "ent')  # a line being written
+    assert job.done() == 1  # 4 of 12 (key, worker) units
+    with open(path, "w") as f:
+        f.write("".join(json.dumps({"type": "entry", "key": f"k{i}", "worker": w}) + "\n"
+                        for w in range(3) for i in range(4)))
+    assert job.done() == 4
+
+
+def test_the_host_refuses_an_agent_of_another_protocol_version():
+    from profiler.errors import DeviceFailed
+    from profiler.protocol import PROTOCOL, parse_line
+
+    assert parse_line("lutnas-pid 12", "dev") is None
+    assert parse_line('{"type": "fingerprint", "schema": %d}' % PROTOCOL, "dev")["schema"] == PROTOCOL
+    with pytest.raises(DeviceFailed, match=r"pi4: the agent speaks protocol version 2, this host 1"):
+        parse_line('{"type": "fingerprint", "schema": 2}', "pi4")
+    with pytest.raises(DeviceFailed, match=r"pi4: the agent printed a line that is not a record"):
+        parse_line('{"type": "entry", "key": ', "pi4")
+
+
+def test_entry_keys_have_one_grammar_and_round_trip():
+    from profiler.keys import EntryKey, anchor_key, is_pair, lut_key, net_key, pair_key
+    from profiler.space import HARDCORE, Arch
+
+    a, b = HARDCORE.unique_blocks()[3:5]
+    arch = Arch(((0, 1), (2, 3, 4), (5, 6), (7, 8, 9, 10), (11, 0)))
+    keys = {str(a): ("block", (a, None)), pair_key(a, b): ("pair", (a, b)), anchor_key(str(a)): ("anchor", (a, None)),
+            lut_key(pair_key(a, b)): ("lut", (a, b)), net_key(arch): ("net", None)}
+    for key, (kind, blocks) in keys.items():
+        parsed = EntryKey.parse(key)
+        assert parsed.kind == kind and str(parsed) == key and is_pair(key) == (kind == "pair")
+        if blocks is not None:
+            assert parsed.blocks() == blocks
+    assert Arch.parse(EntryKey.parse(net_key(arch)).body) == arch
+    with pytest.raises(ValueError, match="names a network, not blocks"):
+        EntryKey.parse(net_key(arch)).blocks()
+    with pytest.raises(ValueError, match="unknown entry key prefix 'cell'"):
+        EntryKey.parse("cell:x")
+    with pytest.raises(ValueError, match="lacks '\\+' between its two blocks"):
+        EntryKey.parse(f"pair:{a}").blocks()

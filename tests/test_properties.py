@@ -107,13 +107,11 @@ def _write(text: str, name: str = "lut.json") -> Path:
 @SETTINGS
 @given(mutated_lut())
 def test_mutated_lut_loads_to_positive_latencies_or_is_refused_in_one_line(text):
-    from search.latency import LinearResource
-
     p = _write(text)
     try:
         lut = Lut.load(p, space=HARDCORE)
         table = lut.block_table()
-        model = LinearResource.from_table(lut.space, table)
+        model = lut.latency_model()
     except BadLut as exc:
         msg = str(exc)
         assert str(p) in msg and "\n" not in msg
@@ -200,7 +198,7 @@ def inventory(draw):
 @SETTINGS
 @given(inventory())
 def test_mutated_inventory_gives_a_sane_device_or_one_line(text):
-    from profiler.devices import resolve_device
+    from profiler.inventory import resolve_device
     from profiler.ssh import ssh_settings
 
     f = _write(text, "devices.toml")

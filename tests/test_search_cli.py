@@ -108,6 +108,7 @@ def test_verify_on_the_local_device_measures_each_found_network(tmp_path):
     assert [x["verified_on"] for x in res] == ["local", "local"]
     for x in res:
         assert x["measured_ms"] > 0 and 0 < x["measured_ci95_ms"] < x["measured_ms"]
-        assert isinstance(x["meets_target_measured"], bool)
+        # met when the measured median less its CI is within the budget, and only then
+        assert x["meets_target_measured"] is (x["measured_ms"] - x["measured_ci95_ms"] <= x["target_ms"])
     assert res[1]["measured_ms"] > res[0]["measured_ms"]
     assert not list((tmp_path / "luts").rglob(".journal-verify-*"))

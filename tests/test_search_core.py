@@ -4,31 +4,20 @@ The latency model is synthetic (from FLOPs plus a per-block overhead), so no mea
 """
 import warnings
 from itertools import product
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from profiler.lut import Lut
+from profiler.model import LinearResource, flops_model
 from profiler.space import HARDCORE, Arch, Space, Stage
 from search.exact import SeparableObjective, exact_optimum, min_value, solve_milp
-from search.latency import LinearResource
 from search.problem import ALGOS, InfeasibleResultWarning, InfeasibleTarget, Problem, UnknownAlgo, solve
 from search.projection import argmax_arch, fractional, lp_vertex, project
-from search.resources import block_cost, flops_model, params_model
+from tests.conftest import HI, LAT, LO, PARAMS, TABLE, objective, target  # noqa: F401
 
-TABLE = {str(b): 0.02 + block_cost(b)[1] / 1e8 for b in HARDCORE.unique_blocks()}  # ms: ~1 GMAC/s + overhead
-LAT = LinearResource.from_table(HARDCORE, TABLE)
-LO, HI = LAT.min_value(), LAT.max_value()
-PARAMS, FLOPS = params_model(HARDCORE), flops_model(HARDCORE)
-
-
-def objective(seed, mu=0.0):
-    rng = np.random.default_rng(seed)
-    return SeparableObjective(HARDCORE, rng.normal(0, 1, (5, 4, 12)), rng.normal(0, 1, (5, 3)), mu=mu,
-                              a0=rng.dirichlet(np.ones(12), size=(5, 4)) if mu else None)
-
-
-def target(frac):
-    return LO + frac * (HI - LO)
+FLOPS = flops_model(HARDCORE)
 
 
 def assert_trace_feasible(r, bounds):
@@ -140,7 +129,8 @@ def test_soft_baseline_flags_a_violation():
     with warnings.catch_warnings():
         warnings.simplefilter("error", InfeasibleResultWarning)
         r = solve(LAT, target(0.9), objective(0), algo="soft", steps=30, seed=0, lam=100.0)
-    assert r.feasible == (r.predicted_ms <= target(0.9))
+    # a penalty strong enough keeps the result within the bound (no warning was raised above)
+    assert r.feasible and r.predicted_ms <= target(0.9) and r.predicted_ms == pytest.approx(LAT.predict_arch(r.arch))
 
 
 def test_registry_takes_a_new_searcher_as_one_entry(monkeypatch):
@@ -157,12 +147,11 @@ def test_registry_takes_a_new_searcher_as_one_entry(monkeypatch):
         solve(LAT, target(0.5), objective(0), algo="nope")
 
 
-def test_solve_accepts_a_lut_like_object():
-    class FakeLut:
-        space, device = HARDCORE, "fake"
-
-        def block_table(self):
-            return TABLE
-
-    r = solve(FakeLut(), target(0.5), objective(0), steps=20)
-    assert r.feasible and "fake:latency" in r.resources
+def test_solve_accepts_a_lut_and_names_the_latency_after_its_device():
+    lut = Lut.load(sorted(Path(__file__).resolve().parents[1].glob("luts/local/hardcore-mbv3/*.json"))[0])
+    lat = lut.latency_model()
+    r = solve(lut, (lat.min_value() + lat.max_value()) / 2, objective(0), steps=20)
+    assert r.feasible and set(r.resources) == {"local:latency"}
+    assert r.predicted_ms == pytest.approx(lat.predict_arch(r.arch), rel=1e-12)
+    with pytest.raises(TypeError, match="expected a LinearResource or a Lut, got dict"):
+        solve({"blocks": 1}, 1.0, objective(0))

@@ -8,68 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from profiler.cli import profile_parser
-from profiler.devices import resolve_device
 from profiler.errors import BadInput, ConnectionFailed, HostKeyError
-from profiler.fleet import profile_fleet
-from profiler.inventory import load_inventory
+from profiler.inventory import load_inventory, resolve_device
 from profiler.lut import Lut
-from profiler.runner import Method, profile
-from profiler.space import HARDCORE, BlockSpec
+from profiler.runner import profile
+from profiler.space import HARDCORE
+from tests.conftest import BIN, ORT_BLOCKS, TFLITE_BLOCKS, entries, fast, inventory, lut_of, run_fleet
 from tests.sshd import Sshd, keygen, keygen_fingerprint
-
-BIN = Path(sys.executable).parent
-TFLITE_BLOCKS = ["ir_k3_e3_se0_i192_o192_s1_hs@7", "ir_k5_e3_se1_i192_o192_s1_hs@7",
-                 "ir_k3_e3_se0_i112_o192_s2_hs@14"]
-ORT_BLOCKS = ["ir_k3_e3_se0_i192_o192_s1_hs@7", "ir_k5_e6_se1_i192_o192_s1_hs@7", "ir_k3_e4_se0_i80_o112_s1_hs@14",
-              "ir_k5_e6_se1_i40_o80_s2_hs@28", "ir_k3_e6_se0_i24_o40_s2_re@56", "ir_k5_e6_se0_i16_o24_s2_re@112"]
-
-
-def entries(names):
-    return [(n, BlockSpec.parse(n), None) for n in names]
-
-
-def fast(**kw) -> Method:
-    """A loose method: these tests check plumbing and bookkeeping, not precision."""
-    m = dict(warmup_n=2, warmup_s=0.05, min_n=10, target_ci=0.25, budget_s=0.15, bootstrap=200)
-    if "processes" in Method.__dataclass_fields__:
-        m["processes"] = 1  # one adaptive agent process per run
-    if "rounds" in Method.__dataclass_fields__:
-        m["rounds"] = 0  # no fixed round count: each entry stops on its CI target or budget
-    m.update(kw)
-    return Method(**m)
-
-
-@pytest.fixture
-def sshd(tmp_path):
-    s = Sshd(tmp_path / "sshd").start()
-    yield s
-    s.stop()
-
-
-def inventory(tmp_path, *entries_toml) -> Path:
-    path = tmp_path / "devices.toml"
-    path.write_text("\n".join(entries_toml))
-    return path
-
-
-def cli_args(inv: Path, out: Path, *names, extra=()):
-    argv = [x for n in names for x in ("--device", n)] + ["--devices", str(inv), "--out", str(out), "--quiet",
-                                                          *extra]
-    return profile_parser().parse_args(argv)
-
-
-def run_fleet(inv, out, names, blocks, method=None, extra=()):
-    devices = [resolve_device(n, str(inv)) for n in names]
-    return profile_fleet(devices, HARDCORE, cli_args(inv, out, *names, extra=extra), method or fast(),
-                         entries=entries(blocks))
-
-
-def lut_of(out: Path, device: str) -> Lut:
-    found = sorted((out / device).rglob("*.json"))
-    assert len(found) == 1, found
-    return Lut.load(found[0])
-
 
 # --- presets over SSH ----------------------------------------------------------------------------------------------
 @pytest.mark.ssh
@@ -183,8 +128,8 @@ def test_cut_connection_killed_agent_and_restarted_sshd_lose_and_repeat_nothing(
     real = fleet.SSHTransport
 
     class Recording(real):  # what reaches the runner (and so the journal), across every reconnection
-        def run(self, manifest, models, args=()):
-            for msg in super().run(manifest, models, args):
+        def run(self, manifest, args=()):
+            for msg in super().run(manifest, args):
                 if msg.get("type") == "entry":
                     yielded.append((msg["key"], msg.get("worker", 0)))
                 yield msg

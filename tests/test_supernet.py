@@ -177,7 +177,7 @@ def test_train_interrupt_then_resume(tmp_path, digits, monkeypatch):
     monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
     _, e1 = load_checkpoint(out)
     assert e1["epoch"] == 1 and np.isfinite(e1["history"][0]["loss"])
-    with pytest.raises(WouldOverwrite):
+    with pytest.raises(WouldOverwrite, match="exists; pass --resume to continue it"):
         train_supernet(out, digits, epochs=2, **kw)
     train_supernet(out, digits, epochs=2, resume=True, **kw)
     _, e2 = load_checkpoint(out)

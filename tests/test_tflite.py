@@ -61,7 +61,7 @@ def test_failed_conversion_leaves_no_file(monkeypatch, tmp_path):
         raise RuntimeError("conversion failed")
 
     monkeypatch.setattr(litert_torch, "convert", boom)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="conversion failed"):
         export_tflite(torch.nn.Identity(), (1, 3, 8, 8), tmp_path / "x.tflite")
     assert list(tmp_path.iterdir()) == []
 
@@ -71,7 +71,7 @@ def test_local_profile_with_runtime_tflite(tmp_path):
     from profiler.devices import LOCAL
     from profiler.lut import Lut
     from profiler.runner import profile
-    from tests.test_ssh import TFLITE_BLOCKS, fast
+    from tests.conftest import TFLITE_BLOCKS, fast
 
     path, _ = profile(LOCAL, HARDCORE, LOCAL.runtime_settings("tflite"), 1, fast(), tmp_path, progress=False,
                       entries=[(n, BlockSpec.parse(n), None) for n in TFLITE_BLOCKS])

@@ -163,6 +163,6 @@ def test_cycles_predict_from_the_lut_re_measured_beside_the_networks(lut_path, t
 def test_cycles_that_leave_one_worker_per_pass_are_refused(lut_path, tmp_path):
     r = subprocess.run([str(BIN / "validate"), "--lut", str(lut_path), "--out", str(tmp_path), "--cycles", "2",
                         "--quiet"], capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 14 and len(r.stderr.strip().splitlines()) == 1  # BadInput
     assert "--cycles 2 leaves 1 worker(s) per pass of the 3" in r.stderr and "--cycles 1 or fewer" in r.stderr
     assert not list(tmp_path.glob("local/*/.journal-validate-*"))

@@ -14,6 +14,12 @@ which is linear in α for fixed β and linear in β for fixed α (bilinear), the
 Frank-Wolfe of eqs. (10)-(11) relies on. At one-hot (α, β) it is the sum of the chosen blocks' costs, and for relaxed
 (α, β) it is the expectation of that sum when each stage draws its depth from β_s and each slot its config from
 α_{s,b} independently. The same class serves any additive resource: measured latency, params, FLOPs, energy.
+
+The params and FLOPs of every block (``block_cost``) are computed analytically and wrapped in the same class
+(``params_model``, ``flops_model``). Params count every trainable tensor of the block as profiler/nets.py builds it
+(conv and linear weights and biases, BatchNorm's scale and shift). FLOPs are multiply-accumulates of convolutions and
+linear layers; BatchNorm folds into the preceding convolution at inference and activations, pooling and the residual
+add are not counted.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from typing import Mapping, Tuple
 
 import numpy as np
 
-from profiler.space import HARDCORE, Arch, Space
+from .space import HARDCORE, Arch, BlockSpec, Space
 
 
 class MissingBlock(KeyError):
@@ -93,7 +99,8 @@ class LinearResource:
         for s in range(space.n_stages):
             for c, cfg in enumerate(space.configs):
                 theta[s, 0, c] = get(space.block(s, 0, cfg))
-                theta[s, 1:, c] = get(space.block(s, 1, cfg))  # slots 2..4 share one block shape
+                if space.max_depth > 1:
+                    theta[s, 1:, c] = get(space.block(s, 1, cfg))  # slots 2..max share one block shape
         fixed = sum(get(b) for b in space.fixed_blocks())
         return cls(name=name, unit=unit, theta=theta, fixed=fixed, space=space)
 
@@ -184,3 +191,39 @@ class LinearResource:
     def __repr__(self) -> str:
         return (f"LinearResource({self.name!r}, unit={self.unit!r}, fixed={self.fixed:g}, "
                 f"range=[{self.min_value():g}, {self.max_value():g}])")
+
+
+# --- params and FLOPs --------------------------------------------------------------------------------------------
+def block_cost(b: BlockSpec) -> Tuple[int, int]:
+    """(params, multiply-accumulates) of one block at batch 1."""
+    hw_in, hw_out = b.res * b.res, b.out_res * b.out_res
+    if b.kind == "conv":
+        return b.i * b.o * b.k * b.k + 2 * b.o, b.i * b.o * b.k * b.k * hw_out
+    if b.kind == "ds":
+        params = b.i * b.k * b.k + 2 * b.i + b.i * b.o + 2 * b.o
+        return params, b.i * b.k * b.k * hw_out + b.i * b.o * hw_out
+    if b.kind == "ir":
+        mid, rd = b.mid, b.se_ch
+        params = b.i * mid + 2 * mid + mid * b.k * b.k + 2 * mid + mid * b.o + 2 * b.o
+        macs = b.i * mid * hw_in + mid * b.k * b.k * hw_out + mid * b.o * hw_out
+        if b.se:
+            params += mid * rd + rd + rd * mid + mid
+            macs += 2 * mid * rd
+        return params, macs
+    if b.kind == "head":
+        params = b.i * b.o + 2 * b.o + b.o * b.f + b.f + b.f * b.c + b.c
+        return params, b.i * b.o * hw_in + b.o * b.f + b.f * b.c
+    raise ValueError(f"no cost formula for block kind {b.kind!r}")
+
+
+def _model(space: Space, which: int, name: str, unit: str) -> LinearResource:
+    table = {str(b): float(block_cost(b)[which]) for b in space.unique_blocks()}
+    return LinearResource.from_table(space, table, name=name, unit=unit)
+
+
+def params_model(space: Space) -> LinearResource:
+    return _model(space, 0, "params", "")
+
+
+def flops_model(space: Space) -> LinearResource:
+    return _model(space, 1, "flops", "MAC")

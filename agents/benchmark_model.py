@@ -103,14 +103,7 @@ def sample_us(result):
     return reg.get("median_us", reg.get("avg_us", result["inference_avg_us"]))
 
 
-def command(binary, model, threads, runs, extra=()):
-    """The argv that times ``runs`` calls of ``model`` after a one-run warm-up, with no minimum duration (the
-    agent's own rounds and stopping rule decide how long an entry is measured)."""
-    return [binary, "--graph=" + model, "--num_threads=%d" % threads, "--num_runs=%d" % runs, "--warmup_runs=1",
-            "--min_secs=0", "--warmup_min_secs=0"] + list(extra)
-
-
-if __name__ == "__main__":  # python -m profiler.benchmark_model LOG...: print the parse of saved outputs as JSON
+if __name__ == "__main__":  # python agents/benchmark_model.py LOG...: print the parse of saved outputs as JSON
     import json
 
     for path in sys.argv[1:]:

@@ -116,6 +116,19 @@ def _pool(key: str, samples_ms: Sequence[Sequence[float]], worker_medians: List[
     return out
 
 
+def lut_warning(lut: Lut) -> None:
+    """One warning line when the new LUT fails the checks its users apply (a boundary correction larger than a
+    block, from noisy pair measurements): the measurements are kept, but search and validate will refuse it."""
+    from .errors import BadLut
+
+    try:
+        lut.block_table()
+    except BadLut as exc:
+        import sys
+
+        print(f"warning: {exc} (the device was probably busy)", file=sys.stderr, flush=True)
+
+
 def busy_warning(device: str, fingerprint: dict) -> bool:
     """Print one warning line when the device's 1-minute load average shows every core already busy.
 
@@ -260,6 +273,7 @@ def profile(device: Device, space: Space, runtime: dict, batch: int = 1, method:
     lut = Lut.new(space, device.name, fp, rt, batch, asdict(method), done)
     path = lut.save(d / lut_filename(runtime, batch))
     journal.remove()  # everything it held is now in the LUT
+    lut_warning(lut)
     timing["total_s"] = time.monotonic() - t_start
     timing["overhead_s"] = timing["total_s"] - timing["export_s"] - timing["measure_s"]
     return path, timing

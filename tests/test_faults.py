@@ -39,9 +39,9 @@ def local_factory(rec: Recorder, kill_after=None):
     real kill would have cut off never reach the host)."""
 
     class Recording(LocalTransport):
-        def run(self, manifest, models, args=()):
+        def run(self, manifest, *args, **kw):
             worker, n = manifest["method"].get("worker", 0), 0
-            for msg in super().run(manifest, models, args):
+            for msg in super().run(manifest, *args, **kw):
                 rec.note(manifest, msg)
                 yield msg
                 if msg.get("type") == "entry":
@@ -119,9 +119,9 @@ def test_dropped_ssh_connection_and_corrupt_journal_resume_to_a_whole_interleave
 
         def factory(drop_at_worker=None):
             class Recording(SSHTransport):
-                def run(self, manifest, models, args=()):
+                def run(self, manifest, *args, **kw):
                     worker = manifest["method"].get("worker", 0)
-                    for msg in super().run(manifest, models, args):
+                    for msg in super().run(manifest, *args, **kw):
                         rec.note(manifest, msg)
                         if msg.get("type") == "fingerprint" and worker == drop_at_worker:
                             assert sshd.kill_session()  # the agent is measuring: the connection drops under it

@@ -65,7 +65,8 @@ def float_range(lo: Optional[float] = None, hi: Optional[float] = None, lo_open:
         if bad_lo or bad_hi:
             lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo:g}"
             hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi:g}"
-            raise argparse.ArgumentTypeError(f"{v:g} is out of range; give a number {' and '.join(filter(None, (lo_s, hi_s)))}")
+            want = " and ".join(filter(None, (lo_s, hi_s)))
+            raise argparse.ArgumentTypeError(f"{v:g} is out of range; give a number {want}")
         return v
 
     parse.__name__ = "number"

@@ -90,7 +90,8 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--constraint", action="append", default=[], metavar="SPEC",
                    help="extra constraint, repeatable: params<=4M, flops<=300M, DEVICE:latency<=40ms")
     p.add_argument("--steps", type=int_range(1), default=300)
-    p.add_argument("--draws", type=int_range(1), metavar="N", help="hypernet: complexity vectors S drawn per training step "
+    p.add_argument("--draws", type=int_range(1), metavar="N",
+                   help="hypernet: complexity vectors S drawn per training step "
                    "(default 16); training costs steps x draws objective calls")
     p.add_argument("--state-dir", metavar="DIR", help="where DCA lookup graphs and trained hypernetworks are kept, "
                    "keyed by objective and tables, so a later search reuses them (default $LUTNAS_CACHE/search, "

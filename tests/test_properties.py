@@ -17,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from profiler.errors import BadInput, BadLut, UnknownDevice
+from profiler.errors import BadInput, BadLut, CorruptJournal, DeviceFailed, UnknownDevice
+from profiler.journal import Journal
 from profiler.lut import Lut
-from profiler.space import HARDCORE
+from profiler.space import HARDCORE, BlockSpec
 
 EXAMPLES = int(os.environ.get("LUTNAS_HYPOTHESIS_EXAMPLES", "500"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,
@@ -227,3 +228,92 @@ def test_validate_with_a_mutated_inventory_exits_with_a_documented_code(text):
     assert code in (3, 9, 14), err
     event(f"exit {code}")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and out == ""
+
+
+# --- journals: damage, then resume ---------------------------------------------------------------------------------
+JOURNAL_BLOCKS = ["ir_k3_e3_se0_i192_o192_s1_hs@7", "ir_k5_e6_se1_i192_o192_s1_hs@7", "ir_k3_e4_se0_i80_o112_s1_hs@14",
+                  "ir_k5_e6_se1_i40_o80_s2_hs@28"]
+
+
+class FakeAgent:
+    """Stands in for the agent process (a real one costs seconds a run, 500 examples need thousands of runs): the
+    same line protocol, each entry tagged with the run that produced it and how many entries that run timed
+    together. ``kill_after`` lines into its life it stops as a killed agent does (AgentExit)."""
+
+    runs = 0
+
+    def __init__(self, kill_after=None):
+        self.kill_after, self.sent = kill_after, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def run(self, manifest, args=()):
+        from profiler.transport import AgentExit
+
+        FakeAgent.runs += 1
+        keys = [e["key"] for e in manifest["entries"]]
+        w = manifest["method"].get("worker", 0)
+        msgs = [{"type": "fingerprint", "schema": 1}]
+        msgs += [{"type": "entry", "key": k, "worker": w, "median_ms": 1.0, "samples_ms": [1.0, 1.0],
+                  "run": FakeAgent.runs, "run_size": len(keys)} for k in keys]
+        msgs.append({"type": "done", "wall_s": 0.0})
+        for m in msgs:
+            if self.kill_after is not None and self.sent >= self.kill_after:
+                raise AgentExit(-9, "killed")
+            self.sent += 1
+            yield m
+
+
+@SETTINGS
+@given(kill_after=st.integers(1, 20), corrupt=st.lists(st.integers(0, 40), max_size=3),
+       cut=st.one_of(st.none(), st.integers(1, 200)))
+def test_journal_damage_then_resume_keeps_every_written_result_once_with_a_fake_agent(kill_after, corrupt, cut):
+    from profiler.devices import LOCAL
+    from profiler.progress import Progress
+    from profiler.resume import usable_by_worker
+    from profiler.runner import Method, run_job
+    method = Method(processes=3, rounds=2, max_processes=3)
+    entries = [(k, BlockSpec.parse(k), None) for k in JOURNAL_BLOCKS]
+    path = Path(_TMP.name) / "journal.jsonl"
+    path.unlink(missing_ok=True)
+    quiet = Progress(1, enabled=False)
+    rt = LOCAL.runtime_settings()
+    j = Journal(path)
+    try:
+        run_job(LOCAL, lambda: FakeAgent(kill_after), rt, 1, method, entries, j, quiet)
+    except DeviceFailed:
+        pass  # the agent was killed mid-run
+    j.close()
+    # damage: overwrite some complete lines with garbage, cut the tail mid-line
+    lines = path.read_bytes().split(b"\n")[:-1]
+    for i in corrupt:
+        if i < len(lines):
+            lines[i] = b"\x00garbage{"
+    data = b"".join(ln + b"\n" for ln in lines)
+    if cut is not None:
+        data = data[:max(len(data) - cut, 0)]
+    path.write_bytes(data)
+    intact = [json.loads(ln) for ln in data.split(b"\n")[:-1] if ln.strip() and not ln.startswith(b"\x00")]
+    keys = list(JOURNAL_BLOCKS)
+    kept = usable_by_worker(intact, keys, 3)  # what the damaged journal still holds whole
+    with redirect_stderr(io.StringIO()):
+        try:
+            j = Journal(path)
+        except CorruptJournal:  # nothing readable left: the only refusal
+            assert not intact
+            return
+    assert j.lines == intact  # every complete, undamaged line is kept, in order, once
+    run_job(LOCAL, lambda: FakeAgent(), rt, 1, method, entries, j, quiet)
+    j.close()
+    final = usable_by_worker(Journal(path).lines, keys, 3)
+    assert sorted(final) == sorted(keys)
+    for k in keys:
+        assert sorted(final[k]) == [0, 1, 2]  # one result per worker: none lost, none twice
+        for w, line in final[k].items():
+            assert line["run_size"] == len(keys)  # timed interleaved with the whole set, never alone
+            if w in kept.get(k, {}):
+                assert line["run"] == kept[k][w]["run"]  # a whole worker is never re-measured

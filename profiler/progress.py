@@ -17,21 +17,26 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.monotonic()
         self.done = 0
+        self.resumed = None  # units already done when this run started (from a journal): not this run's pace
         self._last = 0.0
 
     def update(self, done: int, note: str = "") -> None:
         done = min(done, self.total)  # extra work past the plan (more samples for some entries) is said in the note
+        if self.resumed is None:
+            self.resumed = done
         self.done = done
         now = time.monotonic()
         if not self.enabled or (now - self._last < (0.2 if self.tty else 10.0) and done < self.total):
             return
         self._last = now
         elapsed = now - self.t0
-        eta = f"ETA {fmt_s(elapsed / done * (self.total - done))}" if 0 < done < self.total else ""
+        ran = done - self.resumed  # done in this run
+        eta = f"ETA {fmt_s(elapsed / ran * (self.total - done))}" if 0 < ran and done < self.total else ""
         width = 30
         fill = int(width * done / max(self.total, 1))
         bar = "=" * fill + (">" if fill < width else "") + " " * (width - fill - 1)
-        line = f"{self.label} [{bar}] {done}/{self.total} {fmt_s(elapsed)} {eta} {note}".rstrip()
+        res = f" ({self.resumed} resumed)" if self.resumed else ""
+        line = f"{self.label} [{bar}] {done}/{self.total}{res} {fmt_s(elapsed)} {eta} {note}".rstrip()
         if self.tty:
             self.stream.write("\r" + line[:120].ljust(120))
         else:

@@ -26,9 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import save_result  # noqa: E402
 
-from search.nb201_surrogate import (SurrogateConfig, best_feasible, fit_surrogate, one_hot,  # noqa: E402
+from search.nb201_surrogate import (SurrogateConfig, best_feasible, fit_surrogate,  # noqa: E402
                                     onehot_pairs_ridge)
 from tests.nb201_table import load_table  # noqa: E402
+from profiler.conformal import tightened_target  # noqa: E402
+from profiler.fit import fit_weights  # noqa: E402
+from profiler.nb201_model import CellLatency  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 DEVICES = ("raspi4_ms", "pixel3_ms", "gold_6226_ms", "samsung_a50_ms")
@@ -37,25 +40,10 @@ N_LAT_FIT, N_LAT_CAL = 800, 200  # the latency table's training split: fit, conf
 CONNAS_GAPS = "0.14-1.08 % (CONNAS on NATS-Bench topology, as reported)"
 
 
-def fit_additive_table(archs: np.ndarray, latency: np.ndarray) -> np.ndarray:
-    """TEMPORARY until profiler's `profile import` fit lands: bias + per-(edge, op) weights by least squares."""
-    design = np.hstack([np.ones((len(archs), 1)), one_hot(archs).reshape(len(archs), -1).numpy()])
-    return np.linalg.lstsq(design, latency, rcond=None)[0]
-
-
-def predict_additive(weights: np.ndarray, archs: np.ndarray) -> np.ndarray:
-    return weights[0] + one_hot(archs).reshape(len(archs), -1).numpy() @ weights[1:]
-
-
-def conformal_ratio(pred: np.ndarray, measured: np.ndarray, confidence: float) -> float:
-    """TEMPORARY until profiler's margin lands: split-conformal quantile of measured / predicted.
-
-    Calibration cells predicted at <= 0 ms (disconnected cells, measured near 0 on the Pi 4 and Pixel 3) carry no
-    ratio and are left out. Bound the model by ``pred * q <= target``.
-    """
-    ratio = np.sort(measured[pred > 0] / pred[pred > 0])
-    rank = int(np.ceil((len(ratio) + 1) * confidence))
-    return float(ratio[min(rank, len(ratio)) - 1])
+def fit_table(archs: np.ndarray, latency: np.ndarray):
+    """The latency table ``profile import`` fits (profiler/fit.py: ridge over the CV-chosen terms) on these rows."""
+    names, w, info = fit_weights(archs, latency)
+    return CellLatency.from_weights(names, w, info["kinds"])
 
 
 def run(k: int, samplings: int, confidence: float, config: SurrogateConfig) -> dict:
@@ -79,12 +67,12 @@ def run(k: int, samplings: int, confidence: float, config: SurrogateConfig) -> d
             f"{key} {val:.3f}" for key, val in fits[-1].items() if key.startswith("heldout")), flush=True)
         for dev in DEVICES:
             measured = cols[dev]
-            weights = fit_additive_table(archs[lat_fit], measured[lat_fit])
-            pred = predict_additive(weights, archs)
-            q = conformal_ratio(pred[lat_cal], measured[lat_cal], confidence)
-            models = {"measured": measured, "table": pred, "table+margin": pred * q}
+            pred = fit_table(archs[lat_fit], measured[lat_fit]).predict_codes(archs)
             for pct in PERCENTILES:
                 target = float(np.percentile(measured, pct))
+                # search --confidence's margin (profiler/conformal.py) from the calibration split
+                q = tightened_target(target, pred[lat_cal], measured[lat_cal], confidence)["margin"]
+                models = {"measured": measured, "table": pred, "table+margin": pred * q}
                 best = float(acc[measured <= target].max())
                 for name, sc in scores.items():
                     for mode, lat in models.items():

@@ -34,7 +34,8 @@ from profiler.model import LinearResource  # noqa: E402
 from profiler.space import HARDCORE, random_arch  # noqa: E402
 from search.data import load_data  # noqa: E402
 from search.problem import solve  # noqa: E402
-from search.supernet import load_checkpoint, make_objective  # noqa: E402
+from search.checkpoint import load_checkpoint  # noqa: E402
+from search.supernet import make_objective  # noqa: E402
 from search.train import train_subnet, train_supernet, val_metrics  # noqa: E402
 
 SEARCH_BATCH = 256

@@ -144,7 +144,8 @@ def supernet_part(ckpt: str, lat: LinearResource, fractions, seeds, steps) -> li
     from profiler.lut import lut_dir as ldir
     from profiler.runner import Method, measure
     from search.data import load_data
-    from search.supernet import load_checkpoint, make_objective
+    from search.checkpoint import load_checkpoint
+    from search.supernet import make_objective
 
     torch.set_num_threads(1)
     net, meta = load_checkpoint(ckpt, HARDCORE)

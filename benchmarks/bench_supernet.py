@@ -29,7 +29,8 @@ from _common import save_result  # noqa: E402
 
 from profiler.space import HARDCORE, random_arch  # noqa: E402
 from search.data import load_data  # noqa: E402
-from search.supernet import load_checkpoint, scaled_space, SupernetSettings  # noqa: E402
+from search.checkpoint import load_checkpoint  # noqa: E402
+from search.supernet import scaled_space, SupernetSettings  # noqa: E402
 from search.train import train_subnet, train_supernet, val_metrics  # noqa: E402
 
 

@@ -6,11 +6,19 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from .checks import OneLineParser, check_distinct_devices, float_range, int_range
 from .errors import ExitStatus, LutnasError
 
 
-def raw_main(prog: str, parser: argparse.ArgumentParser, run: Callable, argv: Optional[List[str]]) -> int:
-    """Parse, run, and map every typed error to one line on stderr and its exit code (httpie's raw_main)."""
+INTERRUPTED = "what was measured is in the journal, rerun to resume"
+
+
+def raw_main(prog: str, parser: argparse.ArgumentParser, run: Callable, argv: Optional[List[str]],
+             interrupted: str = INTERRUPTED) -> int:
+    """Parse, run, and map every error to one line on stderr and its exit code (httpie's raw_main).
+
+    Typed errors get their own code; anything else is a bug: exit 1 with advice to rerun with --traceback.
+    """
     args = parser.parse_args(argv)
     try:
         return int(run(args) or 0)
@@ -20,8 +28,15 @@ def raw_main(prog: str, parser: argparse.ArgumentParser, run: Callable, argv: Op
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return int(exc.status)
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; what was measured is in the journal, rerun to resume", file=sys.stderr)
+        print(f"\n{prog}: interrupted; {interrupted}", file=sys.stderr)
         return int(ExitStatus.INTERRUPTED)
+    except Exception as exc:  # a bug: one line, and the way to see the traceback to report it
+        if getattr(args, "traceback", False):
+            raise
+        msg = " ".join(str(exc).split())[:300]
+        print(f"{prog}: internal error: {type(exc).__name__}: {msg}; rerun with --traceback and report it",
+              file=sys.stderr)
+        return int(ExitStatus.ERROR)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -30,31 +45,31 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", metavar="FILE", help="device inventory (TOML); default: $LUTNAS_DEVICES, "
                    "./devices.toml, ~/.config/lutnas/devices.toml")
     p.add_argument("--runtime", help="onnxruntime or tflite (default: the device preset's)")
-    p.add_argument("--threads", type=int, help="runtime intra-op threads (default: the preset's)")
-    p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
+    p.add_argument("--threads", type=int_range(1), help="runtime intra-op threads (default: the preset's)")
+    p.add_argument("--batch", type=int_range(1), help="batch size (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
 
 
 def profile_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="profile", description="Measure every unique block of the search space on a "
+    p = OneLineParser(prog="profile", description="Measure every unique block of the search space on a "
                                 "device and write a versioned latency table (LUT). The last line printed is its path.")
     _common(p)
     p.add_argument("--out", default="luts", metavar="DIR", help="LUT root directory (default: luts)")
     p.add_argument("--resume", action="store_true", help="require a journal of this job to resume from (a journal "
                    "is resumed automatically whenever one exists)")
-    p.add_argument("--target-ci", type=float, default=0.01, help="stop an entry when its median's 95%% CI "
+    p.add_argument("--target-ci", type=float_range(0, 1, hi_open=True), default=0.01, help="stop an entry when its median's 95%% CI "
                    "half-width is at most this fraction (default 0.01)")
-    p.add_argument("--budget", type=float, default=4.0, metavar="S", help="seconds of timed calls per entry "
+    p.add_argument("--budget", type=float_range(0), default=4.0, metavar="S", help="seconds of timed calls per entry "
                    "before giving up on the CI target (default 4)")
-    p.add_argument("--mode", choices=("steady", "interleaved"), default="steady", help="steady (default): warm "
-                   "bursts of consecutive calls of one entry, first calls dropped, the time a deployed model sees; "
-                   "interleaved: one call per entry per round, caches holding another model (a device that runs "
-                   "many models in turn)")
-    p.add_argument("--processes", type=int, metavar="P", help="worker processes whose samples are "
-                   "pooled, to average out per-process effects (default 3 steady, 20 interleaved; 1 = one adaptive "
+    p.add_argument("--mode", choices=("steady", "interleaved"), default="interleaved", help="interleaved "
+                   "(default): one call per entry per round, caches holding another model; steady: warm bursts of "
+                   "consecutive calls of one entry, first calls dropped, the time a deployed model sees (not yet the "
+                   "default: steady blocks under-predicted whole networks here, docs/latency-model.md)")
+    p.add_argument("--processes", type=int_range(1), metavar="P", help="worker processes whose samples are "
+                   "pooled, to average out per-process effects (default 20 interleaved, 3 steady; 1 = one adaptive "
                    "process)")
-    p.add_argument("--rounds", type=int, help="rounds each worker times (default 30 steady, 40 interleaved)")
+    p.add_argument("--rounds", type=int_range(1), help="rounds each worker times (default 40 interleaved, 30 steady)")
     p.add_argument("--space", default="hardcore-mbv3", help="search space (default hardcore-mbv3)")
     p.add_argument("--blocks", metavar="PATTERN", help="measure only the entries whose key matches this glob "
                    "(blocks like 'ir_k3_*@7', pairs 'pair:*'); the LUT is marked partial")
@@ -97,6 +112,7 @@ def run_profile(args) -> int:
     from .space import get_space
 
     names = args.device or ["local"]
+    check_distinct_devices(names)
     space = get_space(args.space)  # UnknownSpace: one line, exit 14
     devices = [with_overrides(resolve_device(n, args.devices), batch=args.batch) for n in names]
     base = Method.preset(args.mode)
@@ -140,7 +156,7 @@ def profile_main(argv: Optional[List[str]] = None) -> int:
 
 
 def validate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="validate", description="Measure random whole networks end to end on a device "
+    p = OneLineParser(prog="validate", description="Measure random whole networks end to end on a device "
                                 "and compare them with the LUT's prediction LAT = alpha^T Theta beta.")
     _common(p)
     p.add_argument("--lut", metavar="PATH", help="LUT to validate (default: the newest for the device and --space); "
@@ -149,24 +165,24 @@ def validate_parser() -> argparse.ArgumentParser:
                    "not given (default hardcore-mbv3)")
     p.add_argument("--out", default="luts", metavar="DIR", help="LUT root, to find the newest LUT and store a "
                    "calibrated version (default: luts)")
-    p.add_argument("--n", type=int, default=50, help="random networks to measure (default 50)")
+    p.add_argument("--n", type=int_range(4), default=50, help="random networks to measure (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="REPORT", help="write the report as JSON")
     p.add_argument("--plot", metavar="PNG", help="write a predicted-vs-measured scatter")
     p.add_argument("--calibrate", action="store_true", help="fit measured = a*predicted + b on half the networks "
                    "and, if it improves the other half, store it with the LUT as a new version")
-    p.add_argument("--budget", type=float, default=4.0, metavar="S", help="seconds of timed calls per network")
-    p.add_argument("--anchors", type=int, default=8, metavar="N", help="LUT blocks re-measured in their own pass "
+    p.add_argument("--budget", type=float_range(0), default=4.0, metavar="S", help="seconds of timed calls per network")
+    p.add_argument("--anchors", type=int_range(0), default=8, metavar="N", help="LUT blocks re-measured in their own pass "
                    "before the networks, to tell a changed device from a wrong model (default 8; 0: none)")
-    p.add_argument("--cycles", type=int, default=0, metavar="N", help="also re-measure all the LUT's entries, in N "
+    p.add_argument("--cycles", type=int_range(0), default=0, metavar="N", help="also re-measure all the LUT's entries, in N "
                    "passes alternating with N passes of the networks (each with 1/N of the workers), and report the "
                    "prediction from that same-run table: the latency model's error with the device's state held "
                    "fixed, apart from how far the device moved since profiling (default 0: off)")
-    p.add_argument("--same-run", type=int, default=2, metavar="N", help="re-measure the LUT entries the sampled "
+    p.add_argument("--same-run", type=int_range(0), default=0, metavar="N", help="re-measure the LUT entries the sampled "
                    "networks use (their blocks, and the boundary pairs) in N passes alternating with N passes of the "
                    "networks, and report the prediction from that same-run table beside the stored LUT's: model "
-                   "error apart from device drift, in every run (default 2; 0: off; --cycles re-measures the whole "
-                   "table instead)")
+                   "error apart from device drift (default 0: off, as it costs about a profile's measurement; 2 is a "
+                   "good choice; --cycles re-measures the whole table instead)")
     p.add_argument("--drift", action="store_true", help="only re-measure the anchor blocks and print the device's "
                    "speed relative to the LUT (warns when off by more than 5 %%)")
     return p

@@ -23,6 +23,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Dict, Optional
 
+from .checks import check_entry_value, check_key_file
 from .devices import LOCAL, PRESETS, RUNTIMES, Device
 from .errors import BadInput, UnknownDevice
 
@@ -70,6 +71,8 @@ def _check(file: Path, where: str, key: str, value, typ) -> None:
     if not ok:
         want = {int: "an integer", str: "a string", (int, float): "a number"}[typ]
         raise BadInput(f"{file}: {where}.{key} = {value!r} should be {want}")
+    if typ != str:
+        check_entry_value(file, where, key, value)
 
 
 def _device(file: Path, name: str, entry: dict) -> Device:
@@ -107,6 +110,8 @@ def _device(file: Path, name: str, entry: dict) -> Device:
             raise BadInput(f"{file}: unknown key {where}.{key!r}; known keys: {known}")
     if "host" not in dev_kw:
         raise BadInput(f"{file}: {where} has no host")
+    if "key" in dev_kw:
+        check_key_file(file, where, dev_kw["key"])
     # Which settings the user gave: ~/.ssh/config fills only the others (as `ssh -p` beats the config's Port).
     extra["explicit"] = sorted(k for k in ("port", "user", "key") if k in entry)
     extra["preset_name"] = preset_name
@@ -153,5 +158,11 @@ def resolve_device(name: str, inventory: Optional[str] = None) -> Device:
     devices = load_inventory(inventory)
     if name not in devices:
         known = ", ".join(["local (built in)"] + sorted(devices))
-        raise UnknownDevice(f"unknown device {name!r}; known: {known}; add it to a devices.toml inventory")
+        file = find_inventory(inventory)
+        if file is None:
+            raise UnknownDevice(f"unknown device {name!r}: no inventory found (looked for $LUTNAS_DEVICES, "
+                                f"{', '.join(DEFAULT_PATHS)}); pass --devices FILE naming [devices.{name}] "
+                                "(docs/devices.md)")
+        raise UnknownDevice(f"unknown device {name!r} in {file}; known: {known}; add [devices.{name}] to it or "
+                            "pass another --devices FILE")
     return devices[name]

@@ -1,14 +1,17 @@
 """Append-only journal of agent lines: every result is on disk the moment it arrives, so nothing measured is lost.
 
 One JSON object a line, flushed and fsynced after each. A run killed while writing can leave one truncated last line
-(no newline): that line never counted, so loading drops it and the entry is measured again. Any other unreadable
-line means the file was damaged: loading refuses it and says which line.
+(no newline): that line never counted, so loading drops it and the entry is measured again. An unreadable line
+elsewhere (a damaged file) is skipped with one warning naming it: the good lines before and after it are
+measurements and are kept; what the bad line held is measured again (see resume.py). Only a journal with no readable
+line at all is refused.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -39,16 +42,23 @@ class Journal:
         raw = self.path.read_bytes()
         parts = raw.split(b"\n")
         complete, tail = parts[:-1], parts[-1]  # tail is b"" when the file ends with a newline
-        out = []
+        out, bad = [], []
         for no, line in enumerate(complete, 1):
             if not line.strip():
                 continue
             try:
                 obj = decode(line)
             except ValueError as exc:
-                raise CorruptJournal(f"journal {self.path} line {no} is corrupt ({exc}); move the file away to "
-                                     "start this job over") from None
+                bad.append((no, exc))
+                continue
             out.append(obj)
+        if bad and not out:
+            raise CorruptJournal(f"journal {self.path} has no readable line (line {bad[0][0]}: {bad[0][1]}); it is "
+                                 "not a journal of this job: move the file away to start the job over")
+        if bad:
+            nos = ", ".join(str(no) for no, _ in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            print(f"warning: journal {self.path}: line(s) {nos} corrupt ({bad[0][1]}); skipped, the {len(out)} good "
+                  "lines are kept and what the bad ones held is measured again", file=sys.stderr, flush=True)
         if tail.strip():
             # truncated by a kill mid-write: rewrite the file without it so appends start on a clean line
             with open(self.path, "r+b") as f:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional
 
 from . import __version__
+from .checks import check_block_table, check_lut_data
 from .errors import BadLut
 from .files import atomic_write_json
 from .keys import EntryKey
@@ -91,6 +92,7 @@ class Lut:
         if version != SCHEMA_VERSION:
             raise BadLut(f"{path} has schema_version {version!r}; this lutnas ({__version__}) reads version "
                          f"{SCHEMA_VERSION}; upgrade lutnas or re-profile")
+        check_lut_data(data, path)
         lut = cls(data, path)
         if space is not None:
             lut.check_space(space)
@@ -177,14 +179,16 @@ class Lut:
             what = "a partial LUT" if self.partial else "incomplete"
             raise BadLut(f"{self.path} is {what}: {len(missing)} of the space's blocks are not measured (e.g. "
                          f"{missing[0]!r}); profile the whole space without --limit/--blocks")
-        table = {}
+        table, raw = {}, {}
         for b in space.unique_blocks():
             t = self.median(str(b))
             if in_context and b.kind != "head":
                 t -= bounds.get(boundary_key(b), {}).get("delta_ms", 0.0)
+            raw[str(b)] = t
             if cal:
                 t = cal["a"] * t + (cal["b"] if b.kind == "head" else 0.0)
             table[str(b)] = t
+        check_block_table(self, table, raw)
         return table
 
     def latency_model(self, in_context: bool = True, calibrated: bool = True,

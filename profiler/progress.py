@@ -36,12 +36,11 @@ class Progress:
         fresh = done - self.resumed
         eta = f"ETA {fmt_s((now - self._t_resume) / fresh * (self.total - done))}" if 0 < fresh and done < self.total \
             else ""
-        if self.resumed:
-            eta = f"({self.resumed} resumed) {eta}"
         width = 30
         fill = int(width * done / max(self.total, 1))
         bar = "=" * fill + (">" if fill < width else "") + " " * (width - fill - 1)
-        line = f"{self.label} [{bar}] {done}/{self.total} {fmt_s(elapsed)} {eta} {note}".rstrip()
+        res = f" ({self.resumed} resumed)" if self.resumed else ""
+        line = f"{self.label} [{bar}] {done}/{self.total}{res} {fmt_s(elapsed)} {eta} {note}".rstrip()
         if self.tty:
             self.stream.write("\r" + line[:120].ljust(120))
         else:

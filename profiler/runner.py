@@ -19,6 +19,7 @@ from .nb201 import CellArch, Piece
 from .lut import Lut, lut_dir, lut_filename
 from .method import Method
 from .progress import Progress
+from .resume import run_record, usable_by_worker
 from .space import Arch, BlockSpec, Space
 from .transport import AgentExit, LocalTransport
 
@@ -140,6 +141,19 @@ def _pool(key: str, samples_ms: Sequence[Sequence[float]], worker_medians: List[
     return out
 
 
+def lut_warning(lut: Lut) -> None:
+    """One warning line when the new LUT fails the checks its users apply (a boundary correction larger than a
+    block, from noisy pair measurements): the measurements are kept, but search and validate will refuse it."""
+    from .errors import BadLut
+
+    try:
+        lut.block_table()
+    except BadLut as exc:
+        import sys
+
+        print(f"warning: {exc} (the device was probably busy)", file=sys.stderr, flush=True)
+
+
 def busy_warning(device: str, fingerprint: dict) -> bool:
     """Print one warning line when the device's 1-minute load average shows every core already busy.
 
@@ -184,9 +198,10 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
     warned, note = False, ""
     with transport_factory() as transport:
         while True:
-            have = journal.by_worker()
+            have = usable_by_worker(journal.lines, list(spec), need)  # partial workers set aside
             units = sum(min(len(have.get(k, {})), need) for k in spec)
             progress.update(units * progress.total // max(total_units, 1), note)
+            gaps = [(w, k) for w in range(need) for k in spec if w not in have.get(k, {})]
             todo = [k for k in spec if len(have.get(k, {})) < need]
             if not todo and not adaptive and need < method.max_processes:
                 # entries whose pooled CI is still too wide get one more worker each round of this loop
@@ -197,12 +212,18 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
                 note = f"{len(todo)} entries above the CI target: one more worker each" if todo else ""
             if not todo:
                 break
-            worker = min(len(have.get(k, {})) for k in todo)
-            todo = [k for k in todo if len(have.get(k, {})) == worker]
+            if gaps:  # the first worker index some entry lacks, over every entry that lacks it: timed together
+                worker = gaps[0][0]
+                todo = [k for w, k in gaps if w == worker]
+            else:
+                worker = min(len(have.get(k, {})) for k in todo)
+                todo = [k for k in todo if len(have.get(k, {})) == worker]
             m = dict(asdict(method), worker=worker, seed=method.seed + worker)
             if adaptive:
                 del m["rounds"]  # one process: the agent's adaptive stopping rule decides the sample count
             manifest = {"job": journal.path.stem, "runtime": runtime, "method": m, "entries": [spec[k] for k in todo]}
+            if not adaptive:
+                journal.append(run_record(worker, todo))  # what this worker times together, to tell it partial
             try:
                 t_start, split["processes"] = time.monotonic(), split["processes"] + 1
                 for msg in transport.run(manifest):
@@ -257,8 +278,8 @@ def measure(device: Device, runtime: dict, batch: int, method: Method, entries: 
     timing = {"export_s": 0.0, "measure_s": 0.0, "overhead_s": 0.0}
     try:
         timing = run_job(device, transport_factory or LocalTransport, runtime, batch, method, entries, journal, bar)
-        have = journal.by_worker()
         need = 1 if method.processes <= 1 else method.processes
+        have = usable_by_worker(journal.lines, keys, need)
         missing = [k for k in keys if len(have.get(k, {})) < need]
         if missing:
             errs = [o for o in journal.lines if o["type"] == "error"]
@@ -294,6 +315,7 @@ def profile(device: Device, space: Space, runtime: dict, batch: int = 1, method:
         lut.data["partial"] = {"entries": len(done), "of": len(full), "blocks_missing": len(blocks - set(done))}
     path = lut.save(d / lut_filename(runtime, batch))
     journal.remove()  # everything it held is now in the LUT
+    lut_warning(lut)
     timing["total_s"] = time.monotonic() - t_start
     timing["overhead_s"] = timing["total_s"] - timing["export_s"] - timing["measure_s"]
     return path, timing

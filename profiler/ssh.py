@@ -152,6 +152,10 @@ class SSHTransport:
 
     def _connect(self) -> paramiko.SSHClient:
         s = self.settings
+        missing = [k for k in s["key_filenames"] if not Path(k).is_file()]
+        if missing:  # not a transient fault: never retried
+            raise ConnectionFailed(f"{self.where}: key file {missing[0]} does not exist; fix `key` in the inventory "
+                                   "(or IdentityFile in the SSH config)")
         client = paramiko.SSHClient()
         if s["known_hosts"].is_file():
             client.load_host_keys(str(s["known_hosts"]))

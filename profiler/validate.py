@@ -152,6 +152,15 @@ def fit_calibration(pred, meas, seed: int = 0) -> dict:
             "improves": after["mape_pct"] < before["mape_pct"]}
 
 
+def check_outputs(args) -> None:
+    """Before measuring anything: the report and the plot can be written (a long run is not lost at the end)."""
+    from .checks import check_output_file
+
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_file(path, option)
+
+
 def run_validate(args) -> int:
     from .devices import with_overrides
     from .inventory import resolve_device
@@ -162,6 +171,7 @@ def run_validate(args) -> int:
     dev = with_overrides(resolve_device(names[0], args.devices), batch=args.batch)
     if args.n < 4:
         raise BadInput(f"--n {args.n} is too few networks to validate; use at least 4")
+    check_outputs(args)
     if args.lut:
         lut = Lut.load(args.lut)
     else:

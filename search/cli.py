@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import List, Optional
 
 
+from profiler.checks import (OneLineParser, check_output_dir, check_output_file, distinct_names, int_range,
+                             parse_quantity, parse_targets)
 from profiler.cli import raw_main
 from profiler.errors import BadInput, ExitStatus, LutnasError
 from profiler.files import atomic_write_json
@@ -28,7 +30,6 @@ class Infeasible(LutnasError):
 # what the JSON keeps of a searcher's info: the work it did and whether reusable state was reused
 SEARCHER_INFO = ("runs", "sweep_runs", "graph_source", "kprime", "trained", "cache", "evaluations", "objective_evals",
                  "violating_steps")
-_UNITS = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "ms": 1.0}
 
 
 def parse_constraint(text: str, luts_root: Path, space=None, notes: Optional[list] = None):
@@ -36,11 +37,13 @@ def parse_constraint(text: str, luts_root: Path, space=None, notes: Optional[lis
     over ``space`` (the searched LUT's; default the HardCoRe space). A LUT's trust warnings go to ``notes``."""
     from profiler.model import flops_model, params_model
 
-    m = re.fullmatch(r"\s*(?:([^:]+):)?(latency|params|flops)\s*<=\s*([0-9.]+)\s*(ms|[kKMG]?)\s*", text)
+    m = re.fullmatch(r"\s*(?:([^:]+):)?(latency|params|flops)\s*<=(.*)", text)
     if not m:
         raise BadInput(f"cannot read constraint {text!r}; write e.g. 'params<=4M' or 'pi4:latency<=40ms'")
-    where, what, value, unit = m.groups()
-    bound = float(value) * _UNITS[unit]
+    where, what, amount = m.groups()
+    bound = parse_quantity(amount, what, f"constraint {text!r}")
+    if where and what != "latency":
+        raise BadInput(f"constraint {text!r}: {what} does not depend on a device; write '{what}<=...'")
     from profiler.space import HARDCORE
 
     space = space or HARDCORE
@@ -79,7 +82,7 @@ def capacity_objective(space):
 
 
 def search_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="search", description="Find architectures that meet a latency budget on the "
+    p = OneLineParser(prog="search", description="Find architectures that meet a latency budget on the "
                                 "measured LUT, with a hard constraint. 'search train-supernet --help' for training.")
     p.add_argument("--lut", required=True, metavar="PATH", help="measured LUT (profile's output)")
     p.add_argument("--target-ms", required=True, metavar="T[,T...]", help="latency budget(s) in ms")
@@ -89,8 +92,13 @@ def search_parser() -> argparse.ArgumentParser:
                    "objective (default: a FLOPs capacity proxy)")
     p.add_argument("--constraint", action="append", default=[], metavar="SPEC",
                    help="extra constraint, repeatable: params<=4M, flops<=300M, DEVICE:latency<=40ms")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--draws", type=int, metavar="N", help="hypernet: complexity vectors S drawn per training step "
+    p.add_argument("--oracle", choices=("sampled", "mixture", "fixed"), default="fixed",
+                   help="with --supernet: the expected-output mixture on one fixed 256-image batch (default), "
+                   "sampled paths on rotating validation mini-batches, or the mixture on them (search/oracle.py; "
+                   "not yet shown faster end to end: docs/BENCHMARKS.md)")
+    p.add_argument("--steps", type=int_range(1), default=300)
+    p.add_argument("--draws", type=int_range(1), metavar="N",
+                   help="hypernet: complexity vectors S drawn per training step "
                    "(default 16); training costs steps x draws objective calls")
     p.add_argument("--state-dir", metavar="DIR", help="where DCA lookup graphs and trained hypernetworks are kept, "
                    "keyed by objective and tables, so a later search reuses them (default $LUTNAS_CACHE/search, "
@@ -116,12 +124,13 @@ def run_search(args) -> int:
     from profiler.model import flops_model, params_model
     from search.problem import ALGOS, InfeasibleTarget, solve
 
-    try:
-        targets = [float(t) for t in args.target_ms.split(",")]
-    except ValueError:
-        raise BadInput(f"--target-ms {args.target_ms!r} is not a number or comma-separated numbers") from None
+    targets = parse_targets(args.target_ms)
     if args.algo is None:
         args.algo = "bcsfw" if args.supernet else "exact"
+    if args.json:  # before searching: results are never lost to an output that cannot be written
+        check_output_file(args.json, "--json")
+    if args.export:
+        check_output_dir(args.export, "--export")
     if args.algo not in ALGOS:
         raise BadInput(f"unknown --algo {args.algo!r}; known: {', '.join(sorted(ALGOS))}")
     lut = Lut.load(args.lut)
@@ -135,29 +144,36 @@ def run_search(args) -> int:
     # search has run so that bad input still gets its one error line
     trust = warn_lines(lut)
     latency = lut.latency_model()
-    constraints = [parse_constraint(c, Path(args.luts), space, trust) for c in args.constraint]
+    constraints = distinct_names([parse_constraint(c, Path(args.luts), space, trust) for c in args.constraint],
+                                 args.constraint)
     params, flops = params_model(space), flops_model(space)
     evaluate = None
     if args.supernet:
-        from search.supernet import load_checkpoint, make_objective
+        from search.checkpoint import load_checkpoint
+        from search.supernet import make_objective
         from search.data import load_data
         from search.train import evaluate as eval_arch
 
         net, meta = load_checkpoint(args.supernet, space)
         train = meta.get("train") or {}
         data = load_data(train.get("data", "digits"), net.settings.resolution)
-        xb, yb = next(iter(data.batches("val", batch_size=256, shuffle=False)))
-        objective = make_objective(net, (xb, yb))
+        if args.oracle == "fixed":  # the expected-output mixture on the first 256 validation images (as before)
+            xb, yb = next(iter(data.batches("val", batch_size=256, shuffle=False)))
+            objective = make_objective(net, (xb, yb))
+        else:  # rotating mini-batches, sampled paths or the mixture, cached stem; one oracle for every target
+            from search.oracle import SupernetOracle
+
+            objective = SupernetOracle(net, data, estimator=args.oracle, seed=args.seed)
         evaluate = lambda arch: eval_arch(net, arch, data)  # noqa: E731
-        what = f"supernet {args.supernet} validation loss"
-        objective_key = f"supernet-{file_digest(args.supernet)}-val256"
+        what = f"supernet {args.supernet} validation loss ({args.oracle} oracle)"
+        objective_key = f"supernet-{file_digest(args.supernet)}-{args.oracle}"
     else:
         objective = capacity_objective(space)
         what = "FLOPs capacity proxy (no --supernet)"
         objective_key = f"flops-capacity-{space.hash}"
     options = algo_options(args, objective_key)
     cal = confidence_calibration(args, lut)
-    results, found = [], []
+    results, found, infeasible = [], [], []
     # tightest target first, each warm-started from the tighter ones' answers: a looser budget is never worse
     for t in sorted(targets):
         t0 = time.monotonic()
@@ -172,7 +188,8 @@ def run_search(args) -> int:
                 conf["objective"] = float(objective(*r.arch.one_hot())[0])
                 conf["objective_without_margin"] = float(objective(*plain.arch.one_hot())[0])
         except InfeasibleTarget as exc:
-            raise Infeasible(str(exc)) from None
+            infeasible.append({"target_ms": t, "reason": str(exc)})  # reported at the end; the others still run
+            continue
         row = {"arch": str(r.arch), "target_ms": t, "predicted_ms": float(latency.predict_arch(r.arch)),
                "params": int(round(params.predict_arch(r.arch))), "flops": int(round(flops.predict_arch(r.arch))),
                "algo": args.algo, "feasible": bool(r.feasible), "search_s": round(time.monotonic() - t0, 2),
@@ -181,14 +198,21 @@ def run_search(args) -> int:
         row["searcher"] = {k: r.info[k] for k in SEARCHER_INFO if k in r.info}
         if conf:
             row["confidence"] = conf
+        if not r.feasible:
+            infeasible.append({"target_ms": t, "reason": f"{args.algo} found no architecture within {t:g} ms (best "
+                               f"predicted {row['predicted_ms']:.3f} ms); try --algo bcsfw or a larger target"})
+            continue
         if evaluate is not None:
             row["accuracy"] = float(evaluate(r.arch))
-        if not r.feasible:
-            raise Infeasible(f"{args.algo} found no architecture within {t} ms (best predicted "
-                             f"{row['predicted_ms']:.3f} ms); try --algo bcsfw or a larger target")
+        if hasattr(objective, "true_loss"):  # the found network's loss on the whole validation pool, and the work
+            row["val_loss"] = objective.true_loss(r.arch)
+            row["oracle"] = dict(objective.stats)
         results.append((r.arch, row))
-        found.append(r.arch)  # feasible: an infeasible result raised above
+        found.append(r.arch)
+    if not results:
+        raise Infeasible("; ".join(x["reason"] for x in infeasible))
     results.sort(key=lambda ar: targets.index(ar[1]["target_ms"]))
+    infeasible.sort(key=lambda x: targets.index(x["target_ms"]))
     if args.export:
         from profiler.export import export_arch
 
@@ -218,8 +242,10 @@ def run_search(args) -> int:
                   f"{c['objective']:.4g} vs {c['objective_without_margin']:.4g} without the margin")
     if args.json:
         atomic_write_json(Path(args.json), {"lut": str(lut.path), "results": [r for _, r in results],
-                                                 "trust_warnings": trust}, overwrite=True)
-    return 0
+                                            "infeasible": infeasible, "trust_warnings": trust}, overwrite=True)
+    for x in infeasible:  # every feasible result is out; now the targets that had none, one line each
+        print(f"search: error: target {x['target_ms']:g} ms: {x['reason']}", file=sys.stderr)
+    return int(ExitStatus.INFEASIBLE) if infeasible else 0
 
 
 def confidence_calibration(args, lut):
@@ -323,7 +349,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from search.train import train_main
 
         return train_main(argv[1:])
-    return raw_main("search", search_parser(), run_search, argv)
+    return raw_main("search", search_parser(), run_search, argv, interrupted="no results were written (a "
+                    "--verify-on measurement is kept in its journal: rerun to resume it)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from), NB201 string order
-N_EDGES, N_OPS = len(EDGES), len(OPS)
+from profiler.nb201 import EDGES as SPACE_EDGES
+from profiler.nb201 import N_EDGES, N_OPS, OPS
+
+EDGES = tuple((to, src) for src, to in SPACE_EDGES)  # (to, from), NB201 string order
 NONE, SKIP, CONV1, CONV3, POOL = range(N_OPS)
 # input->output paths as edge indices: 0-3, 0-1-3, 0-2-3, 0-1-2-3
 PATHS = ((3,), (0, 4), (1, 5), (0, 2, 5))

@@ -24,7 +24,7 @@ Every oracle call is counted (``info["polish_evals"]``): with a supernet each on
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -39,9 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from profiler.errors import BadInput
-from profiler.files import atomic_file
 from profiler.nets import ConvBnAct, DepthwiseSeparable, Head, act_layer
-from profiler.space import HARDCORE, Arch, BlockSpec, Space, Stage, get_space, make_divisible
+from profiler.space import HARDCORE, Arch, BlockSpec, Space, Stage, make_divisible
 
 CHECKPOINT_FORMAT = "lutnas-supernet"
 # History: 1 — state_dict, settings (space, resolution, width, classes), space_hash, extra (training state).
@@ -98,12 +96,12 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, ch: int, mask: Optional[torch.Tenso
     if not bn.training:
         return F.batch_norm(x, rm, rv, w, b, False, mom, bn.eps) * m4
     gt = groups.t()  # (G, N)
-    xm = x * m4
     cnt = (gt @ mask) * (x.shape[2] * x.shape[3])  # (G, ch) values behind each group's statistics
     ok = cnt > 1
     safe = cnt.clamp(min=1)
-    mean = (gt @ xm.sum((2, 3))) / safe
-    var = ((gt @ (xm * x).sum((2, 3))) / safe - mean * mean).clamp(min=0)
+    # Σ over the masked map = mask · Σ over the map (mask is per sample and channel): two passes over x, not four.
+    mean = (gt @ (x.sum((2, 3)) * mask)) / safe
+    var = ((gt @ ((x * x).sum((2, 3)) * mask)) / safe - mean * mean).clamp(min=0)
     with torch.no_grad():  # running statistics: count-weighted average of the groups' (unbiased) statistics
         wt = cnt * ok
         tot = wt.sum(0)
@@ -115,8 +113,10 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, ch: int, mask: Optional[torch.Tenso
     mean = torch.where(ok, mean, rm[None])  # a group with one value per channel falls back to running statistics
     var = torch.where(ok, var, rv[None])
     mean_n, inv_n = groups @ mean, groups @ torch.rsqrt(var + bn.eps)  # each sample gets its group's statistics
-    y = (x - mean_n[:, :, None, None]) * inv_n[:, :, None, None]
-    return (y * w[None, :, None, None] + b[None, :, None, None]) * m4
+    # ((x − mean) · inv · w + b) · mask as one scale and shift per (sample, channel): one fused pass over x.
+    scale = inv_n * w[None] * mask
+    shift = (b[None] - mean_n * inv_n * w[None]) * mask
+    return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
 
 
 def _dw_conv(x: torch.Tensor, w: torch.Tensor, stride: int) -> torch.Tensor:
@@ -311,17 +311,18 @@ class Supernet(nn.Module):
         # channels_last: CPU (oneDNN) depthwise convolutions, forward and backward, run 2–5× faster in it.
         return self.ds(self.stem(x.contiguous(memory_format=torch.channels_last)))
 
-    def _forward_arch(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
-        x = self._stem(x)
+    def _forward_arch(self, x: torch.Tensor, arch: Arch, stemmed: bool = False) -> torch.Tensor:
+        x = x if stemmed else self._stem(x)
         for blocks, stage in zip(arch.stages, self.stages):
             for c, block in zip(blocks, stage):
                 x = block.forward_config(x, c)
         return self.head(x)
 
-    def _forward_paths(self, x: torch.Tensor, cfg: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-        """cfg (N, S, B) config indices, depth (N, S) indices into ``space.depths``."""
+    def _forward_paths(self, x: torch.Tensor, cfg: torch.Tensor, depth: torch.Tensor,
+                       stemmed: bool = False) -> torch.Tensor:
+        """cfg (N, S, B) config indices, depth (N, S) indices into ``space.depths``; ``stemmed``: x is ``_stem``'s."""
         depths = torch.tensor(self.space.depths)[depth]
-        x = self._stem(x)
+        x = x if stemmed else self._stem(x)
         for s, stage in enumerate(self.stages):
             for b, block in enumerate(stage):
                 # Slots beyond a stage's shortest depth exist only for the samples whose depth reaches them.
@@ -329,9 +330,10 @@ class Supernet(nn.Module):
                 x = block.forward_paths(x, cfg[:, s, b], exists)
         return self.head(x)
 
-    def _forward_mixture(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    def _forward_mixture(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
+                         stemmed: bool = False) -> torch.Tensor:
         per_sample = lambda w: w.reshape(-1, *([1] * 3)) if w.dim() == 1 else w  # noqa: E731
-        x = self._stem(x)
+        x = x if stemmed else self._stem(x)
         for s, stage in enumerate(self.stages):
             outs = []
             for b, block in enumerate(stage):
@@ -407,44 +409,3 @@ def make_objective(supernet: Supernet, val_batch: Tuple[torch.Tensor, torch.Tens
         return float(loss.detach()), ga.detach().cpu().numpy().astype(np.float64), gb.detach().cpu().numpy().astype(np.float64)
 
     return objective
-
-
-# --- checkpoints -------------------------------------------------------------------------------------------------------
-def save_checkpoint(path, supernet: Supernet, **extra) -> Path:
-    """Write the weights, settings and space hash (plus ``extra``, e.g. training state) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "settings": asdict(supernet.settings),
-            "space_hash": supernet.space.hash, "state_dict": supernet.state_dict(), "extra": extra}
-    with atomic_file(path) as tmp:  # a crash leaves the previous epoch's file intact
-        torch.save(blob, tmp)
-    return path
-
-
-def load_checkpoint(path, space: Optional[Space] = None) -> Tuple[Supernet, dict]:
-    """Load a supernet; refuse a checkpoint whose space hash differs from ``space`` (default: the named space)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no supernet checkpoint at {str(path)!r}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a truncated or foreign file
-        raise CheckpointError(f"cannot read supernet checkpoint {str(path)!r}: {exc}") from None
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a lutnas supernet checkpoint")
-    if blob.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{str(path)!r} has checkpoint version {blob.get('version')!r}; this lutnas reads "
-                              f"version {CHECKPOINT_VERSION}")
-    settings = SupernetSettings(**blob["settings"])
-    if space is None:
-        try:
-            space = get_space(settings.space)
-        except ValueError as exc:
-            raise CheckpointError(f"{str(path)!r}: {exc}") from None
-    if blob["space_hash"] != space.hash:
-        raise CheckpointMismatch(
-            f"{str(path)!r} was trained for space {settings.space!r} with hash {blob['space_hash']}, but space "
-            f"{space.name!r} now hashes to {space.hash}; retrain the supernet for this space")
-    net = Supernet(space, settings.resolution, settings.width, settings.classes)
-    net.load_state_dict(blob["state_dict"])
-    return net, blob.get("extra", {})

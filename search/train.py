@@ -23,7 +23,8 @@ from profiler.progress import Progress
 from profiler.space import HARDCORE, Arch, Space
 
 from .data import Dataset, load_data
-from .supernet import Supernet, SupernetError, frozen_bn_stats, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
+from .supernet import Supernet, SupernetError, frozen_bn_stats
 
 MODES = ("multipath", "singlepath")
 

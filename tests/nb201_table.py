@@ -7,39 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from search.nb201_surrogate import N_EDGES, N_OPS, OPS
+from profiler.nb201 import N_EDGES, N_OPS, codes_of
 
-DATA_NAME = "nb201_accuracy_latency.csv.gz"
+from .nb201_data import nb201_csv
 
-
-def data_path() -> Path:
-    """The data file in ``shared/data/`` beside the nearest folder above this checkout that has one.
-
-    ``<repo>/../shared`` for a clone, ``<worktrees>/../shared`` for a git worktree one level further down.
-    """
-    here = Path(__file__).resolve()
-    for root in here.parents[1:]:
-        path = root / "shared" / "data" / DATA_NAME
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{DATA_NAME} not found in shared/data/ beside any folder above {here.parents[1]}: "
-                            "place the data folder beside the repository (see shared/data/README.md)")
-
-
-def arch_indices(arch: str) -> list:
-    """TEMPORARY until profiler.nb201 lands: '|op~0|+|op~0|op~1|+|...|' -> 6 op indices in NB201 edge order."""
-    ops = [tok.split("~")[0] for node in arch.strip().strip("|").split("|+|") for tok in node.strip("|").split("|")]
-    if len(ops) != N_EDGES or any(op not in OPS for op in ops):
-        raise ValueError(f"not an NB201 cell string: {arch!r}")
-    return [OPS.index(op) for op in ops]
 
 
 def load_table(path: Path | None = None) -> tuple:
     """Rows reordered to ``all_archs()`` order: ((15625, 6) op indices, {column: (15625,) float array})."""
-    path = path or data_path()
+    path = path or nb201_csv()
     with gzip.open(path, "rt", newline="") as f:
         rows = list(csv.DictReader(f))
-    archs = np.array([arch_indices(r["arch"]) for r in rows], dtype=np.int64)
+    archs = codes_of([r["arch"] for r in rows]).astype(np.int64)
     order = np.argsort(archs @ (N_OPS ** np.arange(N_EDGES - 1, -1, -1)))
     if len(rows) != N_OPS ** N_EDGES or len(np.unique(archs[order], axis=0)) != len(rows):
         raise ValueError(f"{path}: expected each of the {N_OPS ** N_EDGES} NB201 architectures once")

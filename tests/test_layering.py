@@ -10,9 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("profiler", "search", "agents")
 MAX_LINES = 400
 LONG_OK = {"agents/lutnas_agent.py"}
-# Known debt, capped at today's size so it cannot grow: hypernet.py is being rewritten on another branch (split it
-# there), supernet.py still holds the checkpoint code (move it to search/checkpoint.py).
-KNOWN_LONG = {"search/hypernet.py": 406, "search/supernet.py": 450}
+# Known debt, capped at today's size so it cannot grow: hypernet.py (its docstring is the method's derivation) and
+# supernet.py (the elastic block, the supernet and the mixture objective) are just over the limit.
+KNOWN_LONG = {"search/hypernet.py": 406, "search/supernet.py": 411}
 
 
 def modules():

@@ -77,7 +77,7 @@ def test_block_table_removes_the_measured_boundary_cost():
     assert lut.block_table(in_context=False)[str(stem)] == lut.median(str(stem))
 
 
-def test_journal_drops_a_truncated_last_line_and_refuses_a_corrupt_one(tmp_path):
+def test_journal_drops_a_truncated_last_line_skips_a_corrupt_one_and_refuses_garbage(tmp_path, capsys):
     p = tmp_path / "j.jsonl"
     j = Journal(p)
     j.append({"type": "entry", "key": "a", "median_ms": 1.0})
@@ -90,7 +90,10 @@ def test_journal_drops_a_truncated_last_line_and_refuses_a_corrupt_one(tmp_path)
     j2.close()
     assert [json.loads(x)["key"] for x in p.read_text().splitlines()] == ["a", "b"]
     p.write_text('{"type": "entry", "key": "a"}\ngarbage\n{"type": "done"}\n')
-    with pytest.raises(CorruptJournal, match="line 2 is corrupt"):
+    assert [o["type"] for o in Journal(p).lines] == ["entry", "done"]  # the good lines around it are kept
+    assert "line(s) 2 corrupt" in capsys.readouterr().err
+    p.write_text('garbage\n[1]\n')
+    with pytest.raises(CorruptJournal, match="has no readable line \\(line 1"):
         Journal(p)
 
 

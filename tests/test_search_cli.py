@@ -54,10 +54,10 @@ def test_bad_input_is_one_line_with_its_exit_code(args, code, msg):
 
 def test_search_with_a_tiny_supernet_reports_accuracy(tmp_path):
     ckpt = tmp_path / "tiny.pt"
-    r = run("train-supernet", "--out", ckpt, "--epochs", "1", "--resolution", "16", "--width", "0.25", "--quiet")
+    r = run("train-supernet", "--out", ckpt, "--epochs", "1", "--resolution", "16", "--width", "0.25", "--quiet", timeout=900)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "r.json"
-    r = run("--lut", LUT, "--target-ms", "5", "--supernet", ckpt, "--steps", "20", "--json", out)
+    r = run("--lut", LUT, "--target-ms", "5", "--supernet", ckpt, "--steps", "20", "--json", out, timeout=900)
     assert r.returncode == 0, r.stderr
     x = json.loads(out.read_text())["results"][0]
     assert 0.0 <= x["accuracy"] <= 1.0 and x["predicted_ms"] <= 5.0

@@ -53,7 +53,7 @@ def test_cli_profile_over_ssh_covers_every_key_of_the_committed_local_lut(tmp_pa
     inv = inventory(tmp_path, sshd.device_toml(preset, preset, work))
     out = tmp_path / "luts"
     rc = profile_main(["--device", preset, "--devices", str(inv), "--out", str(out), "--quiet", "--processes", "1",
-                       "--rounds", "0", "--budget", "0.05", "--target-ci", "0.5"])
+                       "--budget", "0.05", "--target-ci", "0.5"])  # one adaptive process: no fixed rounds
     assert rc == 0
     remote = lut_of(out, preset)
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(remote.path)

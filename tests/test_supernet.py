@@ -10,8 +10,8 @@ import torch
 from profiler.errors import WouldOverwrite
 from profiler.space import HARDCORE, Arch, random_arch
 from search.data import DataError, load_data
-from search.supernet import (CheckpointError, CheckpointMismatch, Supernet, gumbel_softmax, load_checkpoint,
-                             make_objective, save_checkpoint)
+from search.checkpoint import load_checkpoint, save_checkpoint
+from search.supernet import CheckpointError, CheckpointMismatch, Supernet, gumbel_softmax, make_objective
 from search.train import evaluate, train_main, train_subnet, train_supernet
 
 torch.set_num_threads(1)
@@ -248,7 +248,7 @@ def test_learning_rate_warms_up_then_decays_and_legacy_is_plain_cosine():
 
 
 def test_a_checkpoint_from_before_warmup_and_clip_resumes_only_with_its_own_recipe(tmp_path, digits):
-    from search.supernet import save_checkpoint as save
+    from search.checkpoint import save_checkpoint as save
 
     out = tmp_path / "old.pt"
     kw = dict(resolution=RES, width=WIDTH, batch_size=128, lr=0.1, progress=False)

@@ -1,0 +1,160 @@
+"""The stochastic supernet oracle (search/oracle.py) against exact references, on a tiny supernet."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from profiler.space import HARDCORE, random_arch
+from search.data import load_data
+from search.oracle import SupernetOracle
+from search.supernet import Supernet, frozen_bn_stats, make_objective
+
+torch.set_num_threads(1)
+RES, WIDTH = 16, 0.25
+
+
+@pytest.fixture(scope="module")
+def net():
+    """An untrained tiny supernet with settled BN statistics and a scaled classifier, so that the last stage's
+    configs differ clearly in loss (untrained, the logits hardly depend on the architecture)."""
+    torch.manual_seed(0)
+    n = Supernet(HARDCORE, RES, WIDTH, 10)
+    for m in n.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.5
+    n.train()
+    x = load_data("digits", RES).x_train[:128]
+    with torch.no_grad():
+        for _ in range(5):
+            n(x)
+        n.head.classifier.weight.mul_(300.0)
+    return n.eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits", RES)
+
+
+def _central(net):
+    a, b = (t.numpy().astype(np.float64) for t in net.uniform())
+    return a, b
+
+
+def test_mixture_minibatches_average_to_the_full_mixture_gradient(net, digits):
+    """One pass of the rotating mini-batches averages to make_objective on the whole split (per-sample BN)."""
+    o = SupernetOracle(net, digits, estimator="mixture", images=72, bn="running")  # 360 = 5 × 72
+    a, b = _central(net)
+    rng = np.random.default_rng(0)
+    a = a * rng.uniform(0.5, 1.5, a.shape)
+    a /= a.sum(-1, keepdims=True)
+    full = make_objective(net, (digits.x_val, digits.y_val), bn="running")(a, b)
+    parts = [o(a, b) for _ in range(5)]
+    assert o.stats["samples"] == 360
+    assert np.mean([p[0] for p in parts]) == pytest.approx(full[0], rel=1e-5)
+    ga = np.mean([p[1] for p in parts], 0)
+    gb = np.mean([p[2] for p in parts], 0)
+    assert np.allclose(ga, full[1], rtol=1e-4, atol=1e-6 * np.abs(full[1]).max())
+    assert np.allclose(gb, full[2], rtol=1e-4, atol=1e-6 * np.abs(full[2]).max())
+    single = parts[0][1]  # one mini-batch alone is not the full gradient (the test above could fail)
+    assert not np.allclose(single, full[1], rtol=1e-2)
+
+
+def test_sampled_gradient_converges_to_the_exact_gradient_of_the_expected_loss(net, digits):
+    """One slot random, every other choice fixed (ε = 0): F = Σ_c q_c L̄_c is enumerable; their mean matches."""
+    o = SupernetOracle(net, digits, images=90, paths=4, explore=0.0, prior=0.0, bn="running", seed=1)
+    arch = random_arch(np.random.default_rng(3))
+    a, b = arch.one_hot()
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    w = np.random.default_rng(4).uniform(0.2, 1.0, 12)
+    a[4, 0] = w / w.sum()  # slot (4, 0) is random; the rest one-hot
+    # Exact: loss of each config at (4, 0) over the whole pool, under running BN statistics.
+    x = o.stemmed()
+    exact_l = []
+    with torch.no_grad():
+        for c in range(12):
+            stages = list(arch.stages)
+            stages[4] = (c,) + tuple(stages[4][1:])
+            sub = type(arch)(tuple(stages), arch.space)
+            exact_l.append(float(F.cross_entropy(net._forward_arch(x, sub, stemmed=True), o.y)))
+    exact_l = np.array(exact_l)
+    q = a[4, 0]
+    exact = exact_l - q @ exact_l  # ∂F/∂α_c up to a constant: L̄_c − F
+    draws = np.mean([o(a, b)[1][4, 0] for _ in range(40)], 0)  # 40 × 360 paths
+    spread = exact.max() - exact.min()
+    assert spread > 0.5  # the configs differ, so the comparison means something
+    assert np.abs(draws - exact).max() < 0.15 * spread, (draws, exact)
+    assert np.corrcoef(draws, exact)[0, 1] > 0.95
+    # the fixed slots never vary (ε = 0): their drawn config gets the mean advantage (0 up to rounding), the others 0
+    g = o(a, b)[1]
+    assert np.isfinite(g).all() and np.abs(g[:4]).max() < 1e-5 and np.abs(g[4, 1:]).max() < 1e-5
+
+
+def test_stem_runs_once_per_pool_image_across_calls_targets_and_true_losses(net, digits):
+    o = SupernetOracle(net, digits, images=64, paths=2)
+    seen = []
+    hook = net.stem.register_forward_hook(lambda m, i, out: seen.append(i[0].shape[0]))
+    try:
+        a, b = _central(net)
+        for _ in range(12):  # more than two passes over the 360-image pool
+            o(a, b)
+        oa, ob = random_arch(np.random.default_rng(0)).one_hot()
+        o(oa, ob)
+        o.true_loss(random_arch(np.random.default_rng(1)))
+    finally:
+        hook.remove()
+    assert sum(seen) == 360 and o.stats["stem_images"] == 360
+    assert o.stats["samples"] == 13 * 64 * 2
+
+
+def test_sampled_oracle_keeps_no_graph_the_mixture_keeps_one_per_config(net, digits):
+    """Memory relation: bytes saved for backward — none for sampled paths, ≥ 12 paths' worth for the mixture."""
+    a, b = _central(net)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    def measure(oracle):
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            oracle(a, b)
+        return sum(saved)
+
+    mixture = measure(SupernetOracle(net, digits, estimator="mixture", images=32))
+    sampled = measure(SupernetOracle(net, digits, images=32, paths=4))  # 4× the samples, still nothing
+    # one path's activations on the batch: the pool's stem output is the smallest of them
+    one_map = 32 * SupernetOracle(net, digits).stemmed()[0].numel() * 4
+    assert sampled == 0
+    assert mixture > 12 * 20 * one_map / 4
+
+
+def test_true_loss_is_cached_by_arch_and_is_the_single_path_pool_loss(net, digits):
+    o = SupernetOracle(net, digits)
+    arch, other = (random_arch(np.random.default_rng(s)) for s in (5, 6))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    v1 = o.true_loss(arch)
+    oa, ob = arch.one_hot()
+    v2 = o(oa, ob)[0]  # a one-hot call (a projection candidate) gets the same deterministic value
+    assert v1 == v2 == o.true_loss(arch)
+    assert o.stats["true_evals"] == 1 and o.stats["true_hits"] == 2
+    assert o.true_loss(other) != v1 and o.stats["true_evals"] == 2
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # weights and BN buffers untouched
+    net.train()
+    with torch.no_grad(), frozen_bn_stats(net):
+        ref = float(F.cross_entropy(net._forward_arch(o.stemmed(), arch, stemmed=True), o.y))
+    net.eval()
+    assert v1 == pytest.approx(ref, rel=1e-6)
+
+
+def test_bad_settings_are_refused(net, digits):
+    with pytest.raises(ValueError, match="unknown estimator 'st'"):
+        SupernetOracle(net, digits, estimator="st")
+    with pytest.raises(ValueError, match="need paths >= 2"):
+        SupernetOracle(net, digits, paths=1)
+    o = SupernetOracle(net, digits)
+    with pytest.raises(ValueError, match=r"expected \(\(5, 4, 12\), \(5, 3\)\)"):
+        o(np.zeros((5, 4, 11)), np.zeros((5, 3)))

@@ -26,10 +26,10 @@ from . import __version__
 from .checks import check_block_table, check_lut_data
 from .errors import BadLut
 from .files import atomic_write_json
-from .keys import EntryKey
+from .keys import EntryKey, boundary_key
 from .method import Method
 from .model import LinearResource
-from .space import BlockSpec, Space, get_space
+from .space import Space, get_space
 
 # Schema history:
 # 1 - first version: entries with raw samples, boundary corrections from pair measurements, optional calibration.
@@ -40,11 +40,6 @@ MIGRATIONS: Dict[int, object] = {}
 
 STAT_KEYS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "ci95_ms", "n", "samples_ms", "flags")
 OPTIONAL_KEYS = ("workers", "worker_medians_ms")  # present when samples were pooled from several processes
-
-
-def boundary_key(b: BlockSpec) -> str:
-    """Tag of the tensor a block hands to the next one: channels and resolution."""
-    return f"c{b.o}r{b.out_res}"
 
 
 class Lut:

@@ -147,7 +147,7 @@ def lut_warning(lut: Lut) -> None:
     from .errors import BadLut
 
     try:
-        lut.block_table()
+        lut.latency_model()
     except BadLut as exc:
         import sys
 

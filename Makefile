@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: profile demo test bench bench-quick clean-venv
+.PHONY: profile demo test bench bench-quick bench-methods clean-venv
 
 # torch==2.13.0 first: it is the CPU build on this machine's disk; the project's range is then already satisfied.
 $(STAMP): pyproject.toml
@@ -31,6 +31,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py --quick
+
+# issue 18: plain warm loop vs the agent's interleaved and steady methods on the same 30 networks, passes alternating
+bench-methods: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --only=bench_methods.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -14,12 +14,25 @@ journal each as it arrives:
     {"type": "done", ...}                            last
 
 Method (pyperf's worker, adapted to many small models): explicit runtime threads, pinned to cores where the OS
-allows, warm-up by count *and* time, then entries interleaved in rounds (one timed call per entry per round, in a
-fresh random order each round) so drift and cache state hit all entries alike; each entry stops once the bootstrap
-95 % CI half-width of its median is <= target (1 % by default) or its time budget is spent.
+allows, warm-up by count *and* time, then rounds in a fresh random order each round so drift hits all entries alike.
+Two modes (``method.mode``):
+
+* ``steady`` (default): each round runs a *burst* of ``burst`` consecutive calls of one entry, drops the first
+  ``burst_warmup`` of them (caches still hold the previous entry) and records the median of the rest as one sample:
+  the warm, call-after-call time a deployed model sees and runtimes' own benchmark tools report. The burst median,
+  not each call, is the sample because the calls of one burst share one cache and frequency state: a CI over them
+  would count correlated calls as independent and come out too narrow.
+* ``interleaved``: one timed call per entry per round, so every call starts with caches holding another model (the
+  time of a device that runs many models in turn).
+
+Each entry stops once the bootstrap 95 % CI half-width of its median is <= target (1 % by default) or its time
+budget is spent.
 
 Exit codes: 0 done, 2 bad manifest, 3 runtime package missing.
 """
+import time
+
+_T_START = time.perf_counter()  # before the imports: the done line reports how long they took
 import gc
 import glob
 import json
@@ -28,7 +41,6 @@ import platform
 import socket
 import subprocess
 import sys
-import time
 
 SCHEMA = 1  # version of the line protocol; the host refuses other versions
 
@@ -336,6 +348,32 @@ def summarize(key, samples_s, method, converged):
 
 
 # --- measurement ---------------------------------------------------------------------------------------------------
+SPLIT = {"setup_s": 0.0, "warmup_s": 0.0, "timed_s": 0.0, "kept_s": 0.0}  # where a run's seconds went
+
+
+def timed(runner, timer, method):
+    """One sample of ``runner`` and the timed seconds it cost: one call (interleaved), or the median of a burst's
+    calls after its first ``burst_warmup`` (steady)."""
+    steady = method.get("mode", "interleaved") == "steady"
+    n = int(method.get("burst", 10)) if steady else 1
+    drop = int(method.get("burst_warmup", 3)) if steady else 0
+    kept, cost = [], 0.0
+    for i in range(n):
+        t = timer()
+        runner()
+        dt = timer() - t
+        c = dt
+        external = getattr(runner, "last", None)  # a runner that times itself (benchmark_model)
+        if external is not None:
+            dt, c = external
+        cost += c
+        if i >= drop:
+            kept.append(dt)
+    SPLIT["timed_s"] += cost
+    SPLIT["kept_s"] += sum(kept)
+    return (float(np.median(kept)) if len(kept) > 1 else kept[0]), cost
+
+
 def pin_cores(threads, spec):
     """Pin this process to ``threads`` cores (the last ones, away from core 0's interrupts) where the OS allows."""
     if spec in (None, "none") or not hasattr(os, "sched_setaffinity"):
@@ -356,6 +394,7 @@ def measure(manifest, base_dir):
     rt, method = manifest["runtime"], manifest.get("method", {})
     rng = np.random.RandomState(method.get("seed", 0))
     runners, errors = {}, 0
+    t_setup = time.perf_counter()
     for e in manifest["entries"]:
         path = e["model"] if os.path.isabs(e["model"]) else os.path.join(base_dir, e["model"])
         try:
@@ -365,6 +404,7 @@ def measure(manifest, base_dir):
             emit({"type": "error", "key": e["key"], "message": "%s: %s" % (type(exc).__name__, exc)})
     keys = list(runners)
     timer = time.perf_counter
+    SPLIT["setup_s"] = timer() - t_setup
 
     gc.collect()
     gc.disable()  # a collection inside a timed call would be charged to whichever entry ran
@@ -374,6 +414,7 @@ def measure(manifest, base_dir):
         for k in keys:
             runners[k]()
         rounds += 1
+    SPLIT["warmup_s"] = timer() - t0
 
     samples = dict((k, []) for k in keys)
     if method.get("rounds"):
@@ -387,13 +428,7 @@ def measure(manifest, base_dir):
         r += 1
         for i in rng.permutation(len(active)):
             k = active[i]
-            t = timer()
-            runners[k]()
-            dt = timer() - t
-            cost = dt
-            external = getattr(runners[k], "last", None)  # a runner that times itself (benchmark_model)
-            if external is not None:
-                dt, cost = external
+            dt, cost = timed(runners[k], timer, method)
             samples[k].append(dt)
             spent[k] += cost
         finished = []
@@ -419,7 +454,7 @@ def measure(manifest, base_dir):
 
 
 def measure_fixed(runners, samples, method, rng, timer):
-    """One worker of a multi-process measurement: a fixed number of interleaved rounds, then every entry at once.
+    """One worker of a multi-process measurement: a fixed number of rounds, then every entry at once.
 
     The host runs several such workers, one process after another, and pools their samples: a process's memory
     layout and the machine's state while it ran shift each entry's time by a few percent, and only new processes
@@ -429,12 +464,7 @@ def measure_fixed(runners, samples, method, rng, timer):
     last_progress = timer()
     for r in range(int(method["rounds"])):
         for i in rng.permutation(len(keys)):
-            k = keys[i]
-            t = timer()
-            runners[k]()
-            dt = timer() - t
-            external = getattr(runners[k], "last", None)  # a runner that times itself (benchmark_model)
-            samples[k].append(external[0] if external is not None else dt)
+            samples[keys[i]].append(timed(runners[keys[i]], timer, method)[0])
         if timer() - last_progress > 1.0:
             last_progress = timer()
             emit({"type": "progress", "round": r + 1, "active": len(keys), "done": 0})
@@ -447,6 +477,7 @@ def measure_fixed(runners, samples, method, rng, timer):
 
 
 def main(argv):
+    t_main = time.perf_counter()
     if len(argv) >= 1 and argv[0] == "--check":
         name = argv[1] if len(argv) > 1 else "onnxruntime"
         rt = {"name": name, "benchmark_model": argv[2] if len(argv) > 2 else None}
@@ -484,7 +515,9 @@ def main(argv):
     emit(fingerprint(name, pinned, rt))
     t0 = time.time()
     done, errors = measure(manifest, os.path.dirname(os.path.abspath(argv[0])))
-    emit({"type": "done", "entries": done, "errors": errors, "wall_s": round(time.time() - t0, 3),
+    split = dict((k, round(v, 3)) for k, v in SPLIT.items())
+    split["imports_s"] = round(t_main - _T_START, 3)
+    emit({"type": "done", "entries": done, "errors": errors, "wall_s": round(time.time() - t0, 3), "split": split,
           "temperatures_c": temperatures(), "freq_mhz": frequencies()})
     return 0
 

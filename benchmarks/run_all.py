@@ -10,6 +10,7 @@ HERE = Path(__file__).resolve().parent
 # (script, arguments, arguments with --quick)
 BENCHES = [
     ("bench_profile.py", [], ["--nets", "8"]),
+    ("bench_methods.py", [], ["--nets", "8", "--cycles", "1"]),
     ("bench_search.py", [], ["--quick"]),
     ("bench_ssh.py", [], ["--blocks", "4", "--budget", "0.5", "--reps", "1"]),
     ("bench_supernet.py", [], ["--quick"]),
@@ -22,8 +23,11 @@ BENCHES = [
 
 def main() -> int:
     quick = "--quick" in sys.argv[1:]
+    only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")]  # e.g. --only=bench_methods.py
     failed = []
     for script, args, quick_args in BENCHES:
+        if only and script not in only:
+            continue
         cmd = [sys.executable, str(HERE / script), *(quick_args if quick else args)]
         print(f"== {' '.join(cmd[1:])}", flush=True)
         if subprocess.run(cmd).returncode != 0:

@@ -62,9 +62,14 @@ def profile_parser() -> argparse.ArgumentParser:
                    "half-width is at most this fraction (default 0.01)")
     p.add_argument("--budget", type=float_range(0), default=4.0, metavar="S", help="seconds of timed calls per entry "
                    "before giving up on the CI target (default 4)")
-    p.add_argument("--processes", type=int_range(1), default=20, metavar="P", help="worker processes whose samples are "
-                   "pooled, to average out per-process effects (default 20; 1 = one adaptive process)")
-    p.add_argument("--rounds", type=int_range(1), default=40, help="interleaved rounds each worker times (default 40)")
+    p.add_argument("--mode", choices=("steady", "interleaved"), default="interleaved", help="interleaved "
+                   "(default): one call per entry per round, caches holding another model; steady: warm bursts of "
+                   "consecutive calls of one entry, first calls dropped, the time a deployed model sees (not yet the "
+                   "default: steady blocks under-predicted whole networks here, docs/latency-model.md)")
+    p.add_argument("--processes", type=int_range(1), metavar="P", help="worker processes whose samples are "
+                   "pooled, to average out per-process effects (default 20 interleaved, 3 steady; 1 = one adaptive "
+                   "process)")
+    p.add_argument("--rounds", type=int_range(1), help="rounds each worker times (default 40 interleaved, 30 steady)")
     p.add_argument("--space", default="hardcore-mbv3", help="search space (default hardcore-mbv3)")
     p.add_argument("--blocks", metavar="PATTERN", help="measure only the entries whose key matches this glob "
                    "(blocks like 'ir_k3_*@7', pairs 'pair:*'); the LUT is marked partial")
@@ -99,6 +104,8 @@ def select_entries(space, method, pattern: Optional[str], limit: Optional[int]) 
 
 
 def run_profile(args) -> int:
+    from dataclasses import replace
+
     from .devices import with_overrides
     from .inventory import resolve_device
     from .runner import Method, profile
@@ -108,8 +115,11 @@ def run_profile(args) -> int:
     check_distinct_devices(names)
     space = get_space(args.space)  # UnknownSpace: one line, exit 14
     devices = [with_overrides(resolve_device(n, args.devices), batch=args.batch) for n in names]
-    method = Method(target_ci=args.target_ci, budget_s=args.budget, processes=args.processes, rounds=args.rounds,
-                    max_processes=max(2 * args.processes, 1))
+    base = Method.preset(args.mode)
+    processes = args.processes if args.processes is not None else base.processes
+    method = replace(base, target_ci=args.target_ci, budget_s=args.budget, processes=processes,
+                     rounds=args.rounds if args.rounds is not None else base.rounds,
+                     max_processes=max(2 * processes, 1))
     entries = None if args.check else select_entries(space, method, args.blocks, args.limit)
     if len(devices) > 1 or not devices[0].is_local:
         from .fleet import profile_fleet  # SSH devices
@@ -125,6 +135,13 @@ def run_profile(args) -> int:
                            require_resume=args.resume, entries=entries)
     print(f"profiled {dev.name}: export {timing['export_s']:.1f}s, measurement {timing['measure_s']:.1f}s, "
           f"overhead {timing['overhead_s']:.1f}s, total {timing['total_s']:.1f}s", file=sys.stderr)
+    sp = timing.get("split")
+    if sp and sp.get("processes"):  # issue 18: where the wall time went
+        print(f"  inside timed calls {sp.get('timed_s', 0):.1f}s ({100 * sp.get('timed_s', 0) / timing['total_s']:.0f}"
+              f" % of wall; kept samples {sp.get('kept_s', 0):.1f}s); {sp['processes']} processes: start "
+              f"{sp['start_s']:.1f}s (imports {sp.get('imports_s', 0):.1f}s), sessions {sp.get('setup_s', 0):.1f}s, "
+              f"warm-up {sp.get('warmup_s', 0):.1f}s; host: journal {sp['journal_s']:.1f}s, pooling "
+              f"{sp['pool_s']:.1f}s", file=sys.stderr)
     print(path)
     return 0
 
@@ -161,6 +178,11 @@ def validate_parser() -> argparse.ArgumentParser:
                    "passes alternating with N passes of the networks (each with 1/N of the workers), and report the "
                    "prediction from that same-run table: the latency model's error with the device's state held "
                    "fixed, apart from how far the device moved since profiling (default 0: off)")
+    p.add_argument("--same-run", type=int_range(0), default=0, metavar="N", help="re-measure the LUT entries the sampled "
+                   "networks use (their blocks, and the boundary pairs) in N passes alternating with N passes of the "
+                   "networks, and report the prediction from that same-run table beside the stored LUT's: model "
+                   "error apart from device drift (default 0: off, as it costs about a profile's measurement; 2 is a "
+                   "good choice; --cycles re-measures the whole table instead)")
     p.add_argument("--drift", action="store_true", help="only re-measure the anchor blocks and print the device's "
                    "speed relative to the LUT (warns when off by more than 5 %%)")
     return p

@@ -22,12 +22,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LUTNAS_CACHE") or Path.home() / ".cache" / "lutnas")
 
 
-def cache_key(name: str, input_shape: Tuple[int, ...], fmt: str = "onnx") -> str:
-    import torch
+def torch_version() -> str:
+    """torch's version without importing torch (seconds) when only a cache key is needed (issue 18)."""
+    import sys
 
+    if "torch" in sys.modules:
+        return sys.modules["torch"].__version__
+    from importlib.metadata import version
+
+    return version("torch")
+
+
+def cache_key(name: str, input_shape: Tuple[int, ...], fmt: str = "onnx") -> str:
     from .space import IMPL_VERSION
 
-    blob = f"{name}|{input_shape}|{fmt}|opset{OPSET}|impl{IMPL_VERSION}|torch{torch.__version__}"
+    blob = f"{name}|{input_shape}|{fmt}|opset{OPSET}|impl{IMPL_VERSION}|torch{torch_version()}"
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -61,14 +70,20 @@ def cached(name: str, input_shape: Tuple[int, ...], build: Callable[[], object],
 
 def export_block(block, batch: int = 1, fmt: str = "onnx") -> Tuple[Path, bool]:
     """Export one block (a ``BlockSpec``) at its real input shape; returns (path, newly exported)."""
-    from .nets import build_block
+    def build():  # torch is imported only when the cache lacks the model
+        from .nets import build_block
 
-    return cached(str(block), block.input_shape(batch), lambda: build_block(block), fmt)
+        return build_block(block)
+
+    return cached(str(block), block.input_shape(batch), build, fmt)
 
 
 def export_arch(arch, batch: int = 1, fmt: str = "onnx") -> Tuple[Path, bool]:
     """Export a whole network (an ``Arch``) at the space's input resolution."""
-    from .nets import build_network
+    def build():
+        from .nets import build_network
+
+        return build_network(arch)
 
     shape = (batch, 3, arch.space.resolution, arch.space.resolution)
-    return cached("net:" + str(arch), shape, lambda: build_network(arch), fmt)
+    return cached("net:" + str(arch), shape, build, fmt)

@@ -73,3 +73,8 @@ def lut_key(key: str) -> str:
 
 def is_pair(key: str) -> bool:
     return EntryKey.parse(key).kind == "pair"
+
+
+def boundary_key(b) -> str:
+    """Tag of the tensor a block (a ``BlockSpec``) hands to the next one: channels and resolution."""
+    return f"c{b.o}r{b.out_res}"

@@ -26,10 +26,10 @@ from . import __version__
 from .checks import check_block_table, check_lut_data
 from .errors import BadLut
 from .files import atomic_write_json
-from .keys import EntryKey
+from .keys import EntryKey, boundary_key
 from .method import Method
 from .model import LinearResource
-from .space import BlockSpec, Space, get_space
+from .space import Space, get_space
 
 # Schema history:
 # 1 - first version: entries with raw samples, boundary corrections from pair measurements, optional calibration.
@@ -40,11 +40,6 @@ MIGRATIONS: Dict[int, object] = {}
 
 STAT_KEYS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "ci95_ms", "n", "samples_ms", "flags")
 OPTIONAL_KEYS = ("workers", "worker_medians_ms")  # present when samples were pooled from several processes
-
-
-def boundary_key(b: BlockSpec) -> str:
-    """Tag of the tensor a block hands to the next one: channels and resolution."""
-    return f"c{b.o}r{b.out_res}"
 
 
 class Lut:
@@ -223,8 +218,9 @@ class Lut:
                 "threads": rt["threads"], "batch": self.data["batch"]}
 
     def method(self) -> Method:
-        """The measuring method the LUT was made with (keys this version does not know are ignored)."""
-        return Method(**{k: v for k, v in self.data["method"].items() if k in Method.__dataclass_fields__})
+        """The measuring method the LUT was made with (keys this version does not know are ignored; a LUT from
+        before timing modes was measured interleaved)."""
+        return Method.from_dict(self.data["method"])
 
     def runtime_for(self, device) -> dict:
         """The runtime dict for measuring on ``device`` (a ``devices.Device``) with this LUT's settings: the
@@ -260,8 +256,37 @@ def lut_filename(runtime: dict, batch: int, when: Optional[datetime] = None, suf
     return f"{when.strftime('%Y%m%dT%H%M%SZ')}-{runtime['name']}-t{runtime['threads']}-b{batch}{suffix}.json"
 
 
+def pick_trusted(measured, stream=None) -> Path:
+    """The newest of ``measured`` (sorted oldest first) with at most 10 % of its entries flagged; if every one has
+    more, the newest, saying so in one line on stderr (as when a newer, flagged one is passed over)."""
+    import sys
+
+    from .trust import flagged_warning
+
+    stream = stream or sys.stderr
+    readable = False
+    for p in reversed(measured):
+        try:
+            why = flagged_warning(Lut.load(p))
+        except BadLut:
+            continue  # an unreadable file is reported where it is loaded (and refused) by the caller
+        readable = True
+        if why is None:
+            if p != measured[-1]:
+                print(f"note: using {p.name}, the newest LUT with at most 10 % of its entries flagged; newer ones "
+                      f"have more (pass --lut to choose)", file=stream, flush=True)
+            return p
+    if readable:
+        print(f"note: using {measured[-1].name} although more than 10 % of its entries are flagged: every LUT in "
+              f"{measured[-1].parent} has as many (re-profile on a quiet device)", file=stream, flush=True)
+    return measured[-1]
+
+
 def latest(out: Path, device: str, space: Space, calibrated: bool = False) -> Optional[Path]:
-    """The newest measured LUT file for a device and space, or None.
+    """The newest measured LUT file for a device and space whose entries are mostly unflagged, or None.
+
+    Flagged entries (CI target missed, unstable, outliers) make a rough table: a LUT with more than 10 % of them
+    is passed over for an older one with fewer; if all have more, the newest is taken and a note says so.
 
     With ``calibrated``, the newest calibrated version of that LUT (``<name>-cal-<stamp>.json``, written by
     ``validate --calibrate``) when one exists. A calibration of an older LUT is never preferred over a newer
@@ -272,7 +297,7 @@ def latest(out: Path, device: str, space: Space, calibrated: bool = False) -> Op
     measured = sorted(p for p in files if "-cal-" not in p.name)
     if not measured:
         return None
-    newest = measured[-1]
+    newest = pick_trusted(measured)  # issue 18: the newest with few flagged entries, or says why not
     if calibrated:
         cal = sorted(p for p in files if p.name.startswith(newest.stem + "-cal-"))
         if cal:

@@ -17,21 +17,25 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.monotonic()
         self.done = 0
-        self.resumed = None  # units already done when this run started (from a journal): not this run's pace
         self._last = 0.0
+        # Work found done at the first update (a resumed run's journal) took no time in this run: the rate, and so
+        # the ETA, is taken over the work done since, and the line says how much was resumed.
+        self.resumed = None
+        self._t_resume = self.t0
 
     def update(self, done: int, note: str = "") -> None:
         done = min(done, self.total)  # extra work past the plan (more samples for some entries) is said in the note
-        if self.resumed is None:
-            self.resumed = done
         self.done = done
         now = time.monotonic()
+        if self.resumed is None:
+            self.resumed, self._t_resume = done, now
         if not self.enabled or (now - self._last < (0.2 if self.tty else 10.0) and done < self.total):
             return
         self._last = now
         elapsed = now - self.t0
-        ran = done - self.resumed  # done in this run
-        eta = f"ETA {fmt_s(elapsed / ran * (self.total - done))}" if 0 < ran and done < self.total else ""
+        fresh = done - self.resumed
+        eta = f"ETA {fmt_s((now - self._t_resume) / fresh * (self.total - done))}" if 0 < fresh and done < self.total \
+            else ""
         width = 30
         fill = int(width * done / max(self.total, 1))
         bar = "=" * fill + (">" if fill < width else "") + " " * (width - fill - 1)

@@ -66,7 +66,11 @@ def job_id(device: Device, space: Space, runtime: dict, batch: int, method: Meth
 def export_entry(first, second: Optional[BlockSpec], batch: int, fmt: str) -> Tuple[Path, bool]:
     """Export an entry: a block, a pair of blocks (``second`` given) or a whole network (an ``Arch``)."""
     from .export import cached, export_arch, export_block
-    from .nets import build_chain
+
+    def build():  # torch is imported only when the cache lacks the model (issue 18: seconds per run otherwise)
+        from .nets import build_chain
+
+        return build_chain([first, second])
 
     if isinstance(first, Arch):
         return export_arch(first, batch, fmt)
@@ -76,7 +80,7 @@ def export_entry(first, second: Optional[BlockSpec], batch: int, fmt: str) -> Tu
         return cached(getattr(first, "key", str(first)), first.input_shape(batch), lambda: build_module(first), fmt)
     if second is None:
         return export_block(first, batch, fmt)
-    return cached(pair_key(first, second), first.input_shape(batch), lambda: build_chain([first, second]), fmt)
+    return cached(pair_key(first, second), first.input_shape(batch), build, fmt)
 
 
 def entry_shape(first, batch: int) -> List[int]:
@@ -99,10 +103,23 @@ def model_format(runtime: str) -> str:
     return "tflite" if runtime in ("tflite", "benchmark_model") else "onnx"
 
 
+_POOLED: Dict[tuple, dict] = {}  # issue 18: pooling (a 1000-resample bootstrap) is done once per set of workers
+
+
 def pooled(key: str, lines: Dict[int, dict], method: Method) -> dict:
-    """One entry from the samples of all its workers, with the per-worker medians kept for inspection."""
+    """One entry from the samples of all its workers, with the per-worker medians kept for inspection.
+
+    Memoised: the top-up loop asks for every entry's pooled CI after each worker, and recomputing the bootstraps of
+    all 159 entries each time was most of a profile's host-side time (docs/BENCHMARKS.md, issue 18)."""
+    import copy
+
     w = sorted(lines)
-    return _pool(key, [lines[i]["samples_ms"] for i in w], [lines[i]["median_ms"] for i in w], method)
+    memo = (key, method, tuple((i, lines[i]["n"], lines[i]["median_ms"], lines[i]["ci95_ms"]) for i in w))
+    if memo not in _POOLED:
+        if len(_POOLED) > 20000:
+            _POOLED.clear()
+        _POOLED[memo] = _pool(key, [lines[i]["samples_ms"] for i in w], [lines[i]["median_ms"] for i in w], method)
+    return copy.deepcopy(_POOLED[memo])
 
 
 def pool_parts(key: str, parts: Sequence[dict], method: Method) -> dict:
@@ -130,7 +147,7 @@ def lut_warning(lut: Lut) -> None:
     from .errors import BadLut
 
     try:
-        lut.block_table()
+        lut.latency_model()
     except BadLut as exc:
         import sys
 
@@ -173,6 +190,7 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
                                  "install it with: pip install 'lutnas[tflite]' torch==2.13.0") from None
         spec[key] = {"key": key, "model": str(path), "shape": entry_shape(a, batch)}
     timing = {"export_s": time.monotonic() - t0, "measure_s": 0.0, "overhead_s": 0.0}
+    split = timing["split"] = {"journal_s": 0.0, "pool_s": 0.0, "start_s": 0.0, "processes": 0}  # issue 18
     adaptive = method.processes <= 1
     need = 1 if adaptive else method.processes
     total_units = len(entries) * need
@@ -187,8 +205,10 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
             todo = [k for k in spec if len(have.get(k, {})) < need]
             if not todo and not adaptive and need < method.max_processes:
                 # entries whose pooled CI is still too wide get one more worker each round of this loop
+                tp = time.monotonic()
                 todo = [k for k in spec if "ci_not_reached" in pooled(k, have[k], method)["flags"]
                         and len(have[k]) < method.max_processes]
+                split["pool_s"] += time.monotonic() - tp
                 note = f"{len(todo)} entries above the CI target: one more worker each" if todo else ""
             if not todo:
                 break
@@ -205,8 +225,11 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
             if not adaptive:
                 journal.append(run_record(worker, todo))  # what this worker times together, to tell it partial
             try:
+                t_start, split["processes"] = time.monotonic(), split["processes"] + 1
                 for msg in transport.run(manifest):
                     kind = msg.get("type")
+                    if kind == "fingerprint":  # the process is up: start, interpreter, imports, pinning
+                        split["start_s"] += time.monotonic() - t_start
                     if kind == "error" and msg.get("code") == "runtime_missing":
                         raise RuntimeMissing(
                             f"device {device.name!r}: runtime package {msg['package']!r} is not installed "
@@ -215,9 +238,13 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
                     if kind == "fingerprint" and not warned:
                         warned = busy_warning(device.name, msg)
                     if kind in ("fingerprint", "entry", "error", "done"):
+                        tj = time.monotonic()
                         journal.append(msg)
+                        split["journal_s"] += time.monotonic() - tj
                     if kind == "done":
                         timing["measure_s"] += msg.get("wall_s", 0.0)
+                        for k, v in msg.get("split", {}).items():  # the agent's own: setup, warm-up, timed calls
+                            split[k] = split.get(k, 0.0) + v
                     if kind == "entry":
                         units += 1
                         progress.update(units * progress.total // max(total_units, 1), note)
@@ -259,7 +286,10 @@ def measure(device: Device, runtime: dict, batch: int, method: Method, entries: 
             why = f" (first error: {errs[-1].get('key')}: {errs[-1].get('message')})" if errs else ""
             raise DeviceFailed(f"device {device.name!r}: {len(missing)} entries not measured{why}; rerun to resume "
                                f"from {journal_path}")
+        tp = time.monotonic()
         done = {k: (have[k][0] if need == 1 else pooled(k, have[k], method)) for k in keys}
+        if "split" in timing:
+            timing["split"]["pool_s"] += time.monotonic() - tp
     finally:
         bar.close()
         journal.close()

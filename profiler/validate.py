@@ -70,11 +70,19 @@ def same_run_lut(lut: Lut, measured: Dict[str, dict]) -> Lut:
     stored table's predictions to measurements, and on the table of another run it did not carry over (one run:
     ratio 1.040 with it, 1.010 without; docs/BENCHMARKS.md)."""
     data = json.loads(json.dumps({k: v for k, v in lut.data.items() if k != "entries"}))
-    data["entries"] = {k: measured[k] for k in lut.entries}
+    # entries not re-measured (blocks no sampled network uses, with --same-run) keep their stored values
+    data["entries"] = {k: measured.get(k, v) for k, v in lut.entries.items()}
     data["calibration"] = None
     new = Lut(data)
     data["boundaries"] = new.fit_boundaries()
     return new
+
+
+def used_entries(lut: Lut, archs: Sequence[Arch]) -> List[str]:
+    """The LUT keys a prediction of ``archs`` reads: their blocks, and every boundary pair (which fit the boundary
+    correction each of them uses), in the LUT's order."""
+    used = {str(b) for a in archs for b in a.blocks()}
+    return [k for k in lut.entries if k in used or is_pair(k)]
 
 
 def same_run_report(lut: Lut, done: Dict[str, dict], parts: Dict[str, List[dict]], archs: Sequence[Arch],
@@ -83,15 +91,16 @@ def same_run_report(lut: Lut, done: Dict[str, dict], parts: Dict[str, List[dict]
 
     ``done`` holds the entries pooled over all passes and ``parts``, per key, one entry per pass in pass order
     (keys ``lut:<key>`` and ``net:<arch>``)."""
-    blocks = [k for k in lut.entries if not is_pair(k)]
-    same = same_run_lut(lut, {k: done[lut_key(k)] for k in lut.entries})
+    keys = [k for k in lut.entries if lut_key(k) in done]  # all of them (--cycles), or those in use (--same-run)
+    blocks = [k for k in keys if not is_pair(k)]
+    same = same_run_lut(lut, {k: done[lut_key(k)] for k in keys})
     predict = predictor(same)
     pred = [predict(a) for a in archs]
     out = metrics(pred, meas)
     out["worst_arch"] = str(archs[out.pop("worst_index")])
     by_cycle = []
     for c in range(cycles):
-        table = same_run_lut(lut, {k: parts[lut_key(k)][c] for k in lut.entries})
+        table = same_run_lut(lut, {k: parts[lut_key(k)][c] for k in keys})
         predict_c = predictor(table)
         fit = metrics([predict_c(a) for a in archs], [parts[net_key(a)][c]["median_ms"] for a in archs])
         by_cycle.append({"blocks_vs_lut": drift_report(lut, table.entries, blocks)["ratio"],
@@ -204,7 +213,23 @@ def run_validate(args) -> int:
     cycles = 0 if args.drift else args.cycles
     if cycles < 0:
         raise BadInput(f"--cycles {cycles}: give a number of cycles >= 1, or 0 for none")
-    if cycles:
+    if args.same_run < 0:
+        raise BadInput(f"--same-run {args.same_run}: give a number of passes >= 1, or 0 for none")
+    subset = not cycles and not args.drift and args.same_run > 0
+    if subset:
+        # issue 18, every run: the entries the sampled networks use, re-measured in passes alternating with theirs
+        cycles = args.same_run
+        per = max(2, method.processes // cycles)  # >= 2: one worker would switch the agent to its adaptive mode
+        cyc_method = replace(method, processes=per, max_processes=per)
+        # the blocks get a quarter of the profile's rounds in all (spread networks use nearly every block, so the
+        # subset alone would not make this cheaper than a profile)
+        blk_method = replace(cyc_method, rounds=max(2, method.rounds // (2 * cycles)))
+        used = used_entries(lut, archs)
+        table = [(lut_key(k), *EntryKey.parse(k).blocks()) for k in used]
+        anchors = [k for k in used if not is_pair(k)]
+        passes = [(f"{kind} {c + 1}/{cycles}", c, m, entries) for c in range(cycles)
+                  for kind, m, entries in (("blocks", blk_method, table), ("networks", cyc_method, nets))]
+    elif cycles:
         # --cycles N: the LUT's own entries re-measured in N passes alternating with N passes of the networks, each
         # pass with 1/N of the LUT's workers, so blocks and networks see the same stretches of the device's state
         per = method.processes // cycles
@@ -217,6 +242,9 @@ def run_validate(args) -> int:
         anchors = [k for k in lut.entries if not is_pair(k)]  # all of them, measured among blocks
         passes = [(f"{kind} {c + 1}/{cycles}", c, cyc_method, entries) for c in range(cycles)
                   for kind, entries in (("blocks", table), ("networks", nets))]
+    from .trust import device_warning, print_warnings
+
+    trust = print_warnings(lut)  # issue 18: a rough table says so (once the input is known good)
     done, parts, journals, timing = {}, {}, [], {}
     for name, cycle, m, entries in passes:
         if not entries:
@@ -229,16 +257,25 @@ def run_validate(args) -> int:
             parts.setdefault(k, []).append(v)
         journals.append(journal)
         for k, v in t.items():
-            timing[k] = timing.get(k, 0.0) + v
+            if isinstance(v, dict):  # the split of where the time went, summed part by part
+                for kk, vv in v.items():
+                    timing.setdefault(k, {})[kk] = timing.get(k, {}).get(kk, 0) + vv
+            else:
+                timing[k] = timing.get(k, 0.0) + v
     if not lut.emulated and any(j.fingerprint().get("emulated") for j in journals):
         print(f"validate: warning: device {dev.name!r} is emulated (qemu-user) now: these timings are not a real "
               "device's", file=sys.stderr)
     for k, v in parts.items():
         done[k] = v[0] if len(v) == 1 else pool_parts(k, v, method)
+    other = device_warning(lut, journals[0].fingerprint() if journals else {}, dev.name)
+    if other:
+        print(other, file=sys.stderr, flush=True)
+        trust.append(other)
     measured_key = lut_key if cycles else anchor_key
     drift = drift_report(lut, {k: done[measured_key(k)] for k in anchors}, anchors) if anchors else None
     if args.drift:
-        report = {"lut": str(lut.path), "device": dev.name, "device_vs_lut": drift, "wall_s": timing}
+        report = {"lut": str(lut.path), "device": dev.name, "device_vs_lut": drift, "wall_s": timing,
+                  "trust_warnings": trust}
         if args.json:
             atomic_write_json(Path(args.json), report, overwrite=True)
         for j in journals:
@@ -258,11 +295,13 @@ def run_validate(args) -> int:
         "lut": str(lut.path), "device": dev.name, "calibration_applied": lut.calibration,
         "networks": [{"arch": str(a), "predicted_ms": p, "measured_ms": m, "ci95_ms": done[net_key(a)]["ci95_ms"]}
                      for a, p, m in zip(archs, pred, meas)],
-        "wall_s": timing,
+        "wall_s": timing, "trust_warnings": trust,
     })
     report["worst_arch"] = str(archs[report.pop("worst_index")])
     if cycles:
         report["same_run"] = same = same_run_report(lut, done, parts, archs, meas, cycles)
+        same["entries_re_measured"] = sum(1 for k in done if EntryKey.parse(k).kind == "lut")
+        same["scope"] = "used" if subset else "all"
         for net, p in zip(report["networks"], same.pop("predicted_ms")):
             net["predicted_same_run_ms"] = p
     if args.calibrate:
@@ -290,8 +329,9 @@ def run_validate(args) -> int:
             print(stale_warning(dev.name, lut, drift), file=sys.stderr)
     if cycles:
         sr = report["same_run"]
-        print(f"  same run: the LUT's {len(lut.entries)} entries re-measured in {cycles} passes alternating with the "
-              f"networks' (no calibration)")
+        n_re = sum(1 for k in done if EntryKey.parse(k).kind == "lut")
+        print(f"  same run: {n_re} of the LUT's {len(lut.entries)} entries re-measured in {cycles} passes "
+              f"alternating with the networks' (no calibration)")
         for k in ("r2", "ratio", "mape_pct", "within_5_pct", "within_10_pct", "kendall_tau", "worst_error_pct"):
             print(f"    {k:<13} {sr[k]:.4f}")
         print("    by cycle      " + ", ".join(f"blocks {c['blocks_vs_lut']:.3f}x LUT, networks {c['ratio']:.3f}x "

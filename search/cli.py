@@ -32,9 +32,9 @@ SEARCHER_INFO = ("runs", "sweep_runs", "graph_source", "kprime", "trained", "cac
                  "violating_steps")
 
 
-def parse_constraint(text: str, luts_root: Path, space=None):
+def parse_constraint(text: str, luts_root: Path, space=None, notes: Optional[list] = None):
     """``params<=4M``, ``flops<=300M``, ``DEVICE:latency<=40ms`` or ``PATH.json:latency<=40ms`` -> (resource, bound),
-    over ``space`` (the searched LUT's; default the HardCoRe space)."""
+    over ``space`` (the searched LUT's; default the HardCoRe space). A LUT's trust warnings go to ``notes``."""
     from profiler.model import flops_model, params_model
 
     m = re.fullmatch(r"\s*(?:([^:]+):)?(latency|params|flops)\s*<=(.*)", text)
@@ -64,6 +64,10 @@ def parse_constraint(text: str, luts_root: Path, space=None):
         lut = Lut.load(path, space=space)
     for line in lut.caveats():
         print(f"search: warning: {line}", file=sys.stderr)
+    if notes is not None:  # issue 18: a rough table says so (the caller prints the lines)
+        from profiler.trust import warn_lines
+
+        notes.extend(line for line in warn_lines(lut) if line not in notes)
     return lut.latency_model(), bound
 
 
@@ -134,8 +138,13 @@ def run_search(args) -> int:
     lut.check_space(space)
     for line in lut.caveats():
         print(f"search: warning: {line}", file=sys.stderr)
+    from profiler.trust import warn_lines
+
+    # issue 18: a rough table, or (--verify-on) one of another machine, says so in one line each, printed once the
+    # search has run so that bad input still gets its one error line
+    trust = warn_lines(lut)
     latency = lut.latency_model()
-    constraints = distinct_names([parse_constraint(c, Path(args.luts), space) for c in args.constraint],
+    constraints = distinct_names([parse_constraint(c, Path(args.luts), space, trust) for c in args.constraint],
                                  args.constraint)
     params, flops = params_model(space), flops_model(space)
     evaluate = None
@@ -215,7 +224,10 @@ def run_search(args) -> int:
             shutil.copyfile(src, dst)
             row["onnx"] = str(dst)
     if args.verify_on:
-        verify(args, [a for a, _ in results], [r for _, r in results], lut)
+        other = verify(args, [a for a, _ in results], [r for _, r in results], lut)
+        trust += [other] if other else []
+    for line in trust:
+        print(line, file=sys.stderr, flush=True)
     print(f"{'target':>8} {'predicted':>10} {'measured':>14} {'params':>9} {'MFLOPs':>8} {'acc':>6}  architecture")
     for _, row in results:
         meas = (f"{row['measured_ms']:.3f}±{row['measured_ci95_ms']:.3f}" if "measured_ms" in row else "-")
@@ -230,7 +242,7 @@ def run_search(args) -> int:
                   f"{c['objective']:.4g} vs {c['objective_without_margin']:.4g} without the margin")
     if args.json:
         atomic_write_json(Path(args.json), {"lut": str(lut.path), "results": [r for _, r in results],
-                                            "infeasible": infeasible}, overwrite=True)
+                                            "infeasible": infeasible, "trust_warnings": trust}, overwrite=True)
     for x in infeasible:  # every feasible result is out; now the targets that had none, one line each
         print(f"search: error: target {x['target_ms']:g} ms: {x['reason']}", file=sys.stderr)
     return int(ExitStatus.INFEASIBLE) if infeasible else 0
@@ -301,8 +313,9 @@ def algo_options(args, objective_key: str) -> dict:
     return {}
 
 
-def verify(args, archs, rows, lut) -> None:
-    """Measure the found networks on a device with the profiling path; add measured_ms and its CI to each row."""
+def verify(args, archs, rows, lut) -> Optional[str]:
+    """Measure the found networks on a device with the profiling path; add measured_ms and its CI to each row.
+    Returns a warning line when the device is not the machine the LUT was measured on, else None."""
     from dataclasses import replace
 
     from profiler.inventory import resolve_device
@@ -318,12 +331,16 @@ def verify(args, archs, rows, lut) -> None:
     jpath = journal_path(lut_dir(Path(args.luts), dev.name, lut.space), job_id(*map(str, archs)), "verify")
     done, journal, _ = measure(dev, runtime, lut.data["batch"], replace(method), entries, jpath,
                                progress=not args.quiet, label="verify")
+    from profiler.trust import device_warning
+
+    other = device_warning(lut, journal.fingerprint(), dev.name)  # returned, printed with the other warnings
     for a, row in zip(archs, rows):
         e = done[net_key(a)]
         row["measured_ms"], row["measured_ci95_ms"] = e["median_ms"], e["ci95_ms"]
         row["verified_on"] = dev.name
         row["meets_target_measured"] = bool(e["median_ms"] - e["ci95_ms"] <= row["target_ms"])
     journal.remove()
+    return other
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -194,6 +194,9 @@ def as_resource(lut_or_model, name: str = "latency", unit: str = "ms") -> Linear
     if isinstance(lut_or_model, LinearResource):
         return lut_or_model
     if isinstance(lut_or_model, Lut):
+        from profiler.trust import api_warnings
+
+        api_warnings(lut_or_model)  # issue 18: a rough table says so
         return lut_or_model.latency_model(name=f"{lut_or_model.device}:{name}")
     raise TypeError(f"expected a LinearResource or a Lut, got "
                     f"{type(lut_or_model).__name__}")

@@ -72,7 +72,7 @@ LUTS = {
     "boundary-too-large": (_set(["boundaries", "c24r56", "delta_ms"], 50.0), "boundary 'c24r56' delta_ms = 50.0"),
     "boundary-string": (_set(["boundaries", "c24r56", "delta_ms"], "0.1"), "delta_ms = '0.1'"),
     "boundaries-list": (_set(["boundaries"], []), "boundaries is []"),
-    "entry-missing": (lambda d: d["entries"].pop(BLOCK), f"no entry for block {BLOCK!r}"),
+    "entry-missing": (lambda d: d["entries"].pop(BLOCK), f"blocks are not measured (e.g. {BLOCK!r})"),
     "entry-not-table": (_set(["entries", BLOCK], 1.5), f"entry {BLOCK!r} is 1.5"),
     "entries-empty": (_set(["entries"], {}), "has no entries"),
     "samples-nan": (_set(["entries", BLOCK, "samples_ms"], [1.0, float("nan")]), "samples_ms should be a list"),
@@ -343,7 +343,7 @@ def test_two_lut_constraints_on_one_device_stay_distinct(home, capsys):
 
 def test_ctrl_c_in_search_says_nothing_was_written(tmp_path):
     out = tmp_path / "r.json"
-    p = subprocess.Popen([str(BIN / "search"), "--lut", str(LUT), "--target-ms", "3,4,5,6,7,8", "--steps", "100000",
+    p = subprocess.Popen([str(BIN / "search"), "--lut", str(LUT), "--target-ms", "3,4,5,6,7,8", "--algo", "bcsfw", "--steps", "100000",
                           "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
     time.sleep(8)  # imports done, searching

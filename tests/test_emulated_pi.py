@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 # The 7x7 blocks are the cheapest to run under qemu; ten of them (the head, then inverted residuals).
 CHEAP = "*@7"
-FAST = ["--processes", "1", "--rounds", "0", "--budget", "0.3", "--target-ci", "0.5", "--quiet"]
+FAST = ["--processes", "1", "--budget", "0.3", "--target-ci", "0.5", "--quiet"]
 
 
 def needs_tflite_converter():
@@ -90,7 +90,7 @@ def test_killed_emulated_agent_is_resumed_with_nothing_lost_or_repeated(emulated
     needs_tflite_converter()
     import profiler.fleet as fleet
     from profiler.cli import profile_parser
-    from profiler.devices import resolve_device
+    from profiler.inventory import resolve_device
     from profiler.runner import Method
 
     blocks = ["ir_k3_e3_se0_i192_o192_s1_hs@7", "ir_k5_e4_se1_i192_o192_s1_hs@7", "ir_k3_e6_se0_i192_o192_s1_hs@7",

@@ -21,7 +21,7 @@ def test_the_shipped_file_hashes_as_every_committed_lut_records():
 
 
 def test_unknown_space_names_the_known_ones():
-    with pytest.raises(UnknownSpace, match=r"unknown search space 'nope'; known: hardcore-mbv3"):
+    with pytest.raises(UnknownSpace, match=r"unknown search space 'nope'; known: hardcore-mbv3, nb201"):
         get_space("nope")
 
 
@@ -78,4 +78,4 @@ def test_profile_refuses_an_unknown_space_before_measuring(capsys):
 
     assert profile_main(["--space", "nope", "--device", "local", "--out", "/nonexistent/never-written"]) == 14
     err = capsys.readouterr().err.strip()
-    assert err == "profile: error: unknown search space 'nope'; known: hardcore-mbv3"
+    assert err == "profile: error: unknown search space 'nope'; known: hardcore-mbv3, nb201"

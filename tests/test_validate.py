@@ -17,17 +17,20 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def lut_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("luts")
+    # interleaved: a steady table's blocks (warm, alone) were seen to under-predict whole networks by 1.4-1.6x
+    # (docs/BENCHMARKS.md, issue 18), which the 0.7-1.3 bound below would fail on; open question for the lead
     r = subprocess.run([str(BIN / "profile"), "--out", str(out), "--target-ci", "0.05", "--processes", "3", "--rounds", "4",
-                        "--quiet"], capture_output=True, text=True, timeout=600)
+                        "--mode", "interleaved", "--quiet"], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     return Path(r.stdout.strip().splitlines()[-1])
 
 
 def test_validate_writes_report_and_plot(lut_path, tmp_path):
     report, png = tmp_path / "r.json", tmp_path / "v.png"
+    # the default run re-measures the networks' blocks in 2 passes beside them: 30 min allowed on a crowded host
     r = subprocess.run([str(BIN / "validate"), "--lut", str(lut_path), "--out", str(lut_path.parents[2]), "--n", "6",
                         "--budget", "0.3", "--json", str(report), "--plot", str(png), "--quiet"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr
     rep = json.loads(report.read_text())
     for k in ("n", "r2", "ratio", "mape_pct", "within_5_pct", "within_10_pct", "kendall_tau"):
@@ -35,10 +38,20 @@ def test_validate_writes_report_and_plot(lut_path, tmp_path):
     assert rep["n"] == 6 and len(rep["networks"]) == 6
     # the prediction is the LUT's: a loose but real check that blocks predict networks on this machine
     assert 0.7 < rep["ratio"] < 1.3
-    drift = rep["device_vs_lut"]  # anchor blocks re-measured in their own pass
+    drift = rep["device_vs_lut"]  # the networks' blocks, re-measured in passes alternating with theirs (issue 18)
     # loose: this VM's host has moved the same blocks by up to 1.36x within minutes (docs/BENCHMARKS.md); the bound
     # catches unit or key mix-ups (1000x, a pair compared with a block), not the host
-    assert len(drift["anchors"]) == 8 and 0.5 < drift["ratio"] < 2.0
+    assert 0.5 < drift["ratio"] < 2.0
+    sr = rep["same_run"]  # every run predicts its networks from the entries they use, re-measured beside them
+    from profiler.space import Arch
+
+    used = {str(b) for n in rep["networks"] for b in Arch.parse(n["arch"]).blocks()}
+    assert sr["scope"] == "used" and sr["cycles"] == 2 and len(sr["by_cycle"]) == 2
+    assert sorted(drift["anchors"]) == sorted(used)
+    n_pairs = sum(1 for k in json.loads(lut_path.read_text())["entries"] if k.startswith("pair:"))
+    assert sr["entries_re_measured"] == len(used) + n_pairs < len(json.loads(lut_path.read_text())["entries"])
+    assert all(n["predicted_same_run_ms"] > 0 for n in rep["networks"])
+    assert "same run: " in r.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(lut_path.parent.glob(".journal-validate-*"))
 

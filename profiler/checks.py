@@ -249,18 +249,23 @@ def check_lut_data(data: dict, path) -> None:
             bad(f"method.{k} = {_show(v)} should be an integer >= {METHOD_INTS[k]}")
         if k in METHOD_FLOATS and not (_finite(v) and v >= 0):
             bad(f"method.{k} = {_show(v)} should be a finite number >= 0")
-    if not data["entries"]:
+    cell = sp["name"] == "nb201"  # the cell space's entries are its pieces; a fitted table has weights instead
+    if not data["entries"] and not (cell and data.get("kind") == "fitted"):
         bad("has no entries")
     for key, e in data["entries"].items():
         try:
-            parsed = EntryKey.parse(key)
-            if parsed.kind not in ("block", "pair"):
-                raise ValueError("a LUT holds blocks and 'pair:<block>+<block>' entries")
-            parsed.blocks()
+            if not cell:
+                parsed = EntryKey.parse(key)
+                if parsed.kind not in ("block", "pair"):
+                    raise ValueError("a LUT holds blocks and 'pair:<block>+<block>' entries")
+                parsed.blocks()
         except ValueError as exc:
             bad(f"entry key {key!r} is not a block ({exc})")
         if not isinstance(e, dict):
             bad(f"entry {key!r} is {_show(e)}, should be a table")
+        flags = e.get("flags", [])
+        if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+            bad(f"entry {key!r}: flags = {_show(flags)} should be a list of flag names")
         m = e.get("median_ms")
         if not _finite(m) or m <= 0:
             bad(f"entry {key!r}: median_ms = {_show(m)} should be a positive finite number of ms")

@@ -102,8 +102,8 @@ def test_killed_emulated_agent_is_resumed_with_nothing_lost_or_repeated(emulated
     real = fleet.SSHTransport
 
     class Recording(real):  # every entry that reaches the journal, across reconnections
-        def run(self, manifest, models, args=()):
-            for msg in super().run(manifest, models, args):
+        def run(self, manifest, args=()):
+            for msg in super().run(manifest, args):
                 if msg.get("type") == "entry":
                     yielded.append((msg["key"], msg["median_ms"]))
                 yield msg

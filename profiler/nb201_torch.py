@@ -9,13 +9,13 @@ nothing the output depends on are still computed, as a runtime given the graph w
 """
 from __future__ import annotations
 
-import hashlib
 from typing import List
 
 import torch
 from torch import nn
 
 from .nb201 import EDGES, N_NODES, NONE, OPS, CellArch, Piece
+from .nets import randomize_bn, seed_from
 
 
 class ReLUConvBN(nn.Sequential):
@@ -116,32 +116,17 @@ class Network(nn.Sequential):
         super().__init__(*layers)
 
 
-def _seeded(key: str) -> None:
-    torch.manual_seed(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
-
-
-def _randomize_bn(m: nn.Module) -> None:
-    # untrained BN is fine for timing; keep values O(1) so no layer feeds denormals
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            with torch.no_grad():
-                mod.running_mean.uniform_(-0.1, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.1, 0.1)
-
-
 def build_network(arch: CellArch) -> nn.Module:
     """The network of ``arch``, weights seeded from its string (exports are reproducible)."""
-    _seeded(str(arch))
+    seed_from(str(arch))
     net = Network(arch)
-    _randomize_bn(net)
+    randomize_bn(net)
     return net.eval()
 
 
 def build_piece(p: Piece) -> nn.Module:
     """The module of one profiling piece (see ``profiler.nb201.Piece``), weights seeded from its key."""
-    _seeded(str(p))
+    seed_from(str(p))
     sp = p.space
     if p.kind == "stem":
         m = stem(sp.channels[0])
@@ -153,7 +138,7 @@ def build_piece(p: Piece) -> nn.Module:
         m = nn.Sequential(*[AddConst(p.c, p.r) for _ in range(p.reps)])
     else:
         m = nn.Sequential(*[make_op(p.kind, p.c) for _ in range(p.reps)]) if p.reps > 1 else make_op(p.kind, p.c)
-    _randomize_bn(m)
+    randomize_bn(m)
     return m.eval()
 
 

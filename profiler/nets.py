@@ -81,7 +81,7 @@ class Head(nn.Module):
 
 def build_block(b: BlockSpec) -> nn.Module:
     """A module for one block spec, with weights seeded from the block string (exports are reproducible)."""
-    torch.manual_seed(int(hashlib.sha256(str(b).encode()).hexdigest()[:8], 16))
+    seed_from(str(b))
     if b.kind == "ir":
         m = InvertedResidual(b)
     elif b.kind == "ds":
@@ -92,11 +92,16 @@ def build_block(b: BlockSpec) -> nn.Module:
         m = Head(b)
     else:  # BlockSpec validates kinds; this guards a new kind added there but not here
         raise ValueError(f"no module for block kind {b.kind!r}")
-    _randomize_bn(m)
+    randomize_bn(m)
     return m.eval()
 
 
-def _randomize_bn(m: nn.Module) -> None:
+def seed_from(key: str) -> None:
+    """Seed torch from a key string, so a module built for the same key gets the same weights."""
+    torch.manual_seed(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
+
+
+def randomize_bn(m: nn.Module) -> None:
     # Untrained BN (mean 0, var 1, weight 1) is fine for timing, but keep values O(1) so no layer feeds denormals.
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):

@@ -19,11 +19,6 @@ from .runner import Method, measure, pool_parts
 from .report import metrics
 
 
-def lut_model(lut: Lut) -> CellLatency:
-    """The latency model of a measured NB201 LUT (its pieces' medians)."""
-    return lut.latency_model()
-
-
 def validate_nb201(dev, runtime: dict, batch: int, method: Method, out: Path, n: int = 50, seed: int = 0,
                    cycles: int = 2, lut: Optional[Lut] = None, archs: Optional[Sequence[CellArch]] = None,
                    progress: bool = True) -> dict:
@@ -59,7 +54,7 @@ def validate_nb201(dev, runtime: dict, batch: int, method: Method, out: Path, n:
               "networks": [{"arch": str(a), "measured_ms": done[a.key]["median_ms"],
                             "ci95_ms": done[a.key]["ci95_ms"], "same_run_ms": same.predict_arch(a)} for a in archs]}
     if lut is not None:
-        stored = lut_model(lut)
+        stored = lut.latency_model()
         report["lut"] = str(lut.path)
         report["stored"] = metrics([stored.predict_arch(a) for a in archs], meas)
         for row, a in zip(report["networks"], archs):

@@ -170,7 +170,6 @@ def test_profile_space_nb201_local_end_to_end(tmp_path):
     from pathlib import Path
 
     from profiler.lut import Lut
-    from profiler.nb201_validate import lut_model
 
     env = dict(os.environ, LUTNAS_CACHE=str(tmp_path / "cache"))
     r = subprocess.run([str(Path(sys.executable).parent / "profile"), "--space", "nb201", "--device", "local",
@@ -183,6 +182,6 @@ def test_profile_space_nb201_local_end_to_end(tmp_path):
     med = {k: v["median_ms"] for k, v in lut.entries.items()}
     # 9x the multiply-adds: a chain of 3x3 convs costs more than one of 1x1 convs at the last stage's shape
     assert med[f"nb201_nor_conv_3x3_c64r8_x{CHAIN}"] > med[f"nb201_nor_conv_1x1_c64r8_x{CHAIN}"]
-    model = lut_model(lut)
+    model = lut.latency_model()
     assert model.min_value() > 0 and model.argmin_arch() == CellArch((NONE,) * 6)
     assert model.argmax_arch().ops == (3,) * 6  # every edge a 3x3 conv

@@ -1,16 +1,19 @@
 """Issue 18: which latency do the agent's timing methods measure? One run, passes alternating.
 
-    python benchmarks/bench_methods.py [--nets 30] [--cycles 2] [--out benchmarks/out/bench_methods.json]
+    python benchmarks/bench_methods.py [--nets 30] [--cycles 3] [--out benchmarks/out/bench_methods.json]
 
 The same networks are timed by
   (a) an independent plain warm loop (benchmarks/plain_loop.py: each network alone, 1 thread, one pinned core, 20
-      warm-up calls, then >= 40 calls over >= 1 s, median) -- the steady state a deployed network sees,
+      warm-up calls, then >= 40 calls over >= 1 s, median) -- the steady state a deployed network sees. One process
+      of it reads a network 4-9 % (CV) apart from the next process here, so each pass runs ``--plain-processes`` of
+      them, every one over all networks in its own order, and takes the median per network;
   (b) the agent, ``interleaved`` (one call per network per round),
   (c) the agent, ``steady`` (bursts of consecutive calls, first calls dropped),
-and (d) every LUT entry (blocks + boundary pairs) is re-measured ``steady`` in the same run, so the networks' plain
-loop times can be predicted from a table measured in the same minutes (eq. 3 with the boundary correction fitted
-from (d)'s pairs). Each cycle runs (a)-(d) once, in an order rotated by one each cycle, so host drift hits all.
-Reports per-network ratios to the plain loop and their medians, overall and per cycle, and the prediction metrics.
+and every LUT entry (blocks + boundary pairs) is re-measured in the same run, (d) ``steady`` and (e)
+``interleaved``, so the networks' plain loop times can be predicted from tables measured in the same minutes (eq. 3
+with the boundary correction fitted from that table's pairs). Each cycle runs (a)-(e) once, in an order rotated by
+one each cycle, so host drift hits all. Reports per-network ratios to the plain loop and their medians, overall and
+per cycle, and the prediction metrics of both tables.
 """
 import argparse
 import json
@@ -35,12 +38,16 @@ from profiler.space import HARDCORE  # noqa: E402
 from profiler.validate import metrics, predictor, spread_sample  # noqa: E402
 
 
-def plain_pass(paths, seed):
-    order = np.random.default_rng(seed).permutation(len(paths))
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plain_loop.py"), *[str(paths[i]) for i in order]],
-                       capture_output=True, text=True, check=True)
-    got = {json.loads(line)["model"]: json.loads(line)["median_ms"] for line in r.stdout.splitlines()}
-    return [got[str(p)] for p in paths]
+def plain_pass(paths, seed, processes):
+    """Per network, the median over ``processes`` fresh plain-loop processes, each over all networks in its order."""
+    runs = []
+    for k in range(processes):
+        order = np.random.default_rng([seed, k]).permutation(len(paths))
+        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plain_loop.py"),
+                            *[str(paths[i]) for i in order]], capture_output=True, text=True, check=True)
+        got = {json.loads(line)["model"]: json.loads(line)["median_ms"] for line in r.stdout.splitlines()}
+        runs.append([got[str(p)] for p in paths])
+    return [float(v) for v in np.median(np.array(runs), axis=0)]
 
 
 def loadavg():
@@ -52,11 +59,12 @@ def loadavg():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nets", type=int, default=30)
-    ap.add_argument("--cycles", type=int, default=2)
+    ap.add_argument("--cycles", type=int, default=3)
+    ap.add_argument("--plain-processes", type=int, default=3, help="plain-loop processes per pass")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--processes", type=int, default=2, help="agent workers per pass")
-    ap.add_argument("--steady-rounds", type=int, default=2, help="bursts per worker per pass (steady)")
-    ap.add_argument("--interleaved-rounds", type=int, default=10, help="calls per worker per pass (interleaved)")
+    ap.add_argument("--steady-rounds", type=int, default=4, help="bursts per worker per pass (steady)")
+    ap.add_argument("--interleaved-rounds", type=int, default=20, help="calls per worker per pass (interleaved)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "bench_methods.json"))
     args = ap.parse_args()
     lut_path = latest(ROOT / "luts", "local", HARDCORE)
@@ -68,22 +76,24 @@ def main():
         "interleaved": Method.preset("interleaved", processes=p, max_processes=p, rounds=args.interleaved_rounds),
         "steady": Method.preset("steady", processes=p, max_processes=p, rounds=args.steady_rounds),
     }
-    block_method = Method.preset("steady", processes=p, max_processes=p, rounds=args.steady_rounds)
-    table = job_entries(HARDCORE, block_method)
-    passes = ["plain", "interleaved", "steady", "blocks"]
-    plain, parts, blocks, log = [], {m: [] for m in methods}, {}, []
+    table = job_entries(HARDCORE, methods["steady"])
+    passes = ["plain", "interleaved", "steady", "blocks steady", "blocks interleaved"]
+    plain, parts, log = [], {m: [] for m in methods}, []
+    blocks = {m: {} for m in methods}
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for c in range(args.cycles):
-            for name in passes[c % 4:] + passes[:c % 4]:
+            r = c % len(passes)
+            for name in passes[r:] + passes[:r]:
                 t0, load = time.monotonic(), loadavg()
                 if name == "plain":
-                    plain.append(plain_pass(paths, args.seed + c))
-                elif name == "blocks":
-                    got, _, _ = measure(LOCAL, LOCAL.runtime_settings(), 1, replace(block_method, seed=c), table,
-                                        Path(tmp) / f"blocks{c}.jsonl", progress=False)
+                    plain.append(plain_pass(paths, args.seed + c, args.plain_processes))
+                elif name.startswith("blocks"):
+                    mode = name.split()[1]
+                    got, _, _ = measure(LOCAL, LOCAL.runtime_settings(), 1, replace(methods[mode], seed=c), table,
+                                        Path(tmp) / f"blocks-{mode}{c}.jsonl", progress=False)
                     for k, v in got.items():
-                        blocks.setdefault(k, []).append(v)
+                        blocks[mode].setdefault(k, []).append(v)
                 else:
                     got, _, _ = measure(LOCAL, LOCAL.runtime_settings(), 1, replace(methods[name], seed=c), nets,
                                         Path(tmp) / f"{name}{c}.jsonl", progress=False)
@@ -92,7 +102,8 @@ def main():
                 print(f"cycle {c + 1}/{args.cycles} {name}: {log[-1]['wall_s']}s, load {load}", flush=True)
             # after every cycle, what was measured so far (a run cut short keeps its complete cycles)
             partial = {"archs": [str(a) for a in archs], "plain": plain, "parts": parts, "passes": log,
-                       "blocks_medians": {k: [p["median_ms"] for p in v] for k, v in blocks.items()}}
+                       "blocks_medians": {m: {k: [p["median_ms"] for p in v] for k, v in b.items()}
+                                          for m, b in blocks.items()}}
             Path(args.out).with_suffix(".partial.json").write_text(json.dumps(partial, default=float))
     plain_med = np.median(np.array(plain), axis=0)  # per network, median over the cycles' plain loops
     res = {"nets": len(archs), "cycles": args.cycles, "lut_for_sampling": str(lut_path), "passes": log,
@@ -108,24 +119,34 @@ def main():
             net[f"{name}_ms"] = float(v)
     res["steady_vs_interleaved_median"] = float(np.median(
         np.array([n["steady_ms"] / n["interleaved_ms"] for n in res["networks"]])))
-    # (d): the whole table re-measured steady in this run predicts the plain loop (and the agent's own values)
-    pooled = {k: pool_parts(k, v, block_method) for k, v in blocks.items()}
-    same = Lut.new(HARDCORE, "local", {}, LOCAL.runtime_settings(), 1, asdict(block_method), pooled)
-    pred = [predictor(same)(a) for a in archs]
-    res["boundaries_steady"] = same.data["boundaries"]
-    res["predict_plain_from_same_run_steady_table"] = {k: v for k, v in metrics(pred, plain_med).items()
-                                                       if k != "worst_index"}
-    res["predict_steady_from_same_run_steady_table"] = {
-        k: v for k, v in metrics(pred, [n["steady_ms"] for n in res["networks"]]).items() if k != "worst_index"}
-    for net, pr in zip(res["networks"], pred):
-        net["predicted_same_run_ms"] = pr
+    res["steady_vs_interleaved_per_cycle"] = [float(np.median(np.array(parts["steady"][c]) /
+                                                             np.array(parts["interleaved"][c])))
+                                              for c in range(args.cycles)]
+    # (d), (e): the whole table re-measured in this run, each mode, predicts the plain loop and the agent's values
+    for mode in methods:
+        pooled = {k: pool_parts(k, v, methods[mode]) for k, v in blocks[mode].items()}
+        same = Lut.new(HARDCORE, "local", {}, LOCAL.runtime_settings(), 1, asdict(methods[mode]), pooled)
+        pred = [predictor(same)(a) for a in archs]
+        res[f"boundaries_{mode}"] = same.data["boundaries"]
+        res[f"predict_plain_from_same_run_{mode}_table"] = {k: v for k, v in metrics(pred, plain_med).items()
+                                                            if k != "worst_index"}
+        for target in methods:
+            res[f"predict_{target}_from_same_run_{mode}_table"] = {
+                k: v for k, v in metrics(pred, [n[f"{target}_ms"] for n in res["networks"]]).items()
+                if k != "worst_index"}
+        for net, pr in zip(res["networks"], pred):
+            net[f"predicted_same_run_{mode}_ms"] = pr
     for k in ("interleaved", "steady"):
         print(f"{k:<12} / plain loop: median {res[k]['median_ratio_to_plain']:.4f} "
               f"(per cycle {', '.join(f'{v:.4f}' for v in res[k]['per_cycle_median_ratio'])}; "
               f"range {res[k]['min_ratio']:.3f}-{res[k]['max_ratio']:.3f})")
-    m = res["predict_plain_from_same_run_steady_table"]
-    print(f"plain loop predicted from the same-run steady table: R² {m['r2']:.4f}, ratio {m['ratio']:.4f}, "
-          f"±5 % {m['within_5_pct']:.0f} %, MAPE {m['mape_pct']:.2f} %")
+    print(f"steady / interleaved: median {res['steady_vs_interleaved_median']:.4f} (per cycle "
+          f"{', '.join(f'{v:.4f}' for v in res['steady_vs_interleaved_per_cycle'])})")
+    for mode in methods:
+        for target in ("plain", *methods):
+            m = res[f"predict_{target}_from_same_run_{mode}_table"]
+            print(f"{target:<12} predicted from the same-run {mode:<11} table: R² {m['r2']:.4f}, ratio "
+                  f"{m['ratio']:.4f}, ±5 % {m['within_5_pct']:.0f} %, MAPE {m['mape_pct']:.2f} %")
     return save_result(args.out, res)
 
 

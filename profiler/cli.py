@@ -64,8 +64,8 @@ def profile_parser() -> argparse.ArgumentParser:
                    "before giving up on the CI target (default 4)")
     p.add_argument("--mode", choices=("steady", "interleaved"), default="interleaved", help="interleaved "
                    "(default): one call per entry per round, caches holding another model; steady: warm bursts of "
-                   "consecutive calls of one entry, first calls dropped, the time a deployed model sees (not yet the "
-                   "default: steady blocks under-predicted whole networks here, docs/latency-model.md)")
+                   "consecutive calls of one entry, first calls dropped (networks read the same both ways within 2 %% "
+                   "here, interleaved more repeatably: docs/latency-model.md)")
     p.add_argument("--processes", type=int_range(1), metavar="P", help="worker processes whose samples are "
                    "pooled, to average out per-process effects (default 20 interleaved, 3 steady; 1 = one adaptive "
                    "process)")

@@ -36,6 +36,7 @@ _T_START = time.perf_counter()  # before the imports: the done line reports how 
 import gc
 import glob
 import json
+import math
 import os
 import platform
 import socket
@@ -329,10 +330,22 @@ def bootstrap_ci(samples, n_boot=1000, seed=0):
     return float(hi - lo) / 2.0
 
 
+def order_ci(samples):
+    """Half-width of the distribution-free 95 % CI of the median from order statistics (binomial ranks, normal
+    approximation): for the thousands of samples the host pools it matches the bootstrap within a few per cent and
+    costs a sort instead of 1000 medians."""
+    x = np.sort(np.asarray(samples))
+    n, h = len(x), 1.959964 * math.sqrt(len(x)) / 2.0
+    lo, hi = max(0, int(math.floor(n / 2.0 - h))), min(n - 1, int(math.ceil(n / 2.0 + h)))
+    return float(x[hi] - x[lo]) / 2.0
+
+
 def summarize(key, samples_s, method, converged):
+    """An entry's line from its samples; ``method["bootstrap"]`` 0 takes the CI from order statistics instead."""
     x = np.asarray(samples_s) * 1e3
     med, mean, std = float(np.median(x)), float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
-    ci = bootstrap_ci(x, method.get("bootstrap", 1000), method.get("seed", 0))
+    n_boot = method.get("bootstrap", 1000)
+    ci = bootstrap_ci(x, n_boot, method.get("seed", 0)) if n_boot else order_ci(x)
     flags = []
     if not converged:
         flags.append("ci_not_reached")

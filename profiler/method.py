@@ -19,8 +19,8 @@ class Method:
     burst_warmup: int = 3  # steady: first calls of a burst dropped (caches still hold the previous entry)
     # --
 
-    warmup_n: int = 5  # warm-up rounds, at least
-    warmup_s: float = 1.0  # seconds of warm-up rounds, at least
+    warmup_n: int = 3  # warm-up rounds, at least (a session's first round read 3.5x, its second 2x, then steady)
+    warmup_s: float = 0.0  # seconds of warm-up rounds, at least
     min_n: int = 30  # samples before the first stopping check
     target_ci: float = 0.01  # stop when the 95 % CI half-width of the median <= this fraction of it
     budget_s: float = 4.0  # seconds of timed calls per entry before giving up on the CI target

@@ -90,12 +90,18 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
     one runtime call's cost c₀ (the identity model's time, per stage shape) that the network pays once, at its input
     (kept with the stem). So in context: an op costs (t(chain of ``CHAIN``) − c₀) / ``CHAIN``, a reduction block or
     the head t − c₀; a skip edge costs nothing but its node sum. Node i with k computed inputs does k − 1 additions.
+    Average pools of one source node are one computation: pooling has no weights, so two pool edges out of node j
+    compute the same tensor, and the exporter or ONNX Runtime's common-subexpression pass keeps one (checked on the
+    optimised graph); a pool costs once per source node it leaves.
     """
     codes = all_op_codes()
     run = used_edges(codes)
     k = np.stack([run[:, [e for e, (_, i) in enumerate(EDGES) if i == n]].sum(1) for n in range(1, N_NODES)], 1)
     adds = np.maximum(k - 1, 0).sum(1)
     codes = np.where(run, codes, NONE)
+    pools = (codes == POOL).sum(1)
+    distinct_pools = sum(((codes[:, [e for e, (j, _) in enumerate(EDGES) if j == src]] == POOL).any(1)).astype(int)
+                         for src in range(N_NODES - 1))
     total = np.full(len(codes), float(cost[f"nb201_stem_c3r{space.resolution}"]))
     shapes = space.stage_shapes()
     for s, (c, r) in enumerate(shapes):
@@ -108,7 +114,8 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
         op_cost = np.zeros(N_OPS)
         for o in (CONV1, CONV3, POOL):
             op_cost[o] = per_copy(OPS[o])
-        total += space.cells_per_stage * (op_cost[codes].sum(1) + adds * per_copy("add"))
+        total += space.cells_per_stage * (op_cost[codes].sum(1) - (pools - distinct_pools) * op_cost[POOL]
+                                          + adds * per_copy("add"))
         if s + 1 < len(shapes):
             total += float(cost[f"nb201_reduce_{tag}"]) - call
     total += float(cost[f"nb201_head_c{c}r{r}"]) - call  # c, r, call: the last stage's

@@ -158,6 +158,10 @@ def test_piece_table_formula():
     cell = 5.0 + 0.5 + 2.0 + 2 * 0.25
     assert np.isclose(t[a.index], 7.0 + 2 * (3.0 - 1.0) + (2.0 - 1.0) + 5 * cell * (1 + 2 + 4))
     assert np.isclose(t[CellArch((NONE,) * 6).index], 7.0 + 4.0 + 1.0)
+    # three pools out of node 0 (to nodes 1, 2, 3) are one pool: the same tensor, computed once; a fourth out of
+    # node 1 is another. Node 3 sums 2 inputs (1 add), node 2 one.
+    pools = CellArch.parse("|avg_pool_3x3~0|+|avg_pool_3x3~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|none~2|")
+    assert np.isclose(t[pools.index], 7.0 + 2 * (3.0 - 1.0) + (2.0 - 1.0) + 5 * (2 * 0.5 + 0.25) * (1 + 2 + 4))
     assert len(EDGES) == 6 and NB201.hash == NB201.hash and len(NB201.hash) == 16
 
 

@@ -215,7 +215,7 @@ class Lut:
         """runtime name, providers, opt_level, threads and batch exactly as the LUT was measured with."""
         rt = self.data["runtime"]
         return {"runtime": rt["name"], "providers": list(rt.get("providers") or []), "opt_level": rt.get("opt_level"),
-                "threads": rt["threads"], "batch": self.data["batch"]}
+                "threads": rt.get("threads"), "batch": self.data["batch"]}
 
     def method(self) -> Method:
         """The measuring method the LUT was made with (keys this version does not know are ignored; a LUT from

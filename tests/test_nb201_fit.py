@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from profiler.conformal import NoCalibration, calibration_pairs, conformal_quantile, tightened_target
-from profiler.fit import fit_table, load_fitted, read_csv, split
+from profiler.fit import fit_table, held_out_line, load_fitted, read_csv, split
+from profiler.nb201 import CellArch, connected
 from tests.nb201_data import nb201_csv
 
 BIN = Path(sys.executable).parent
@@ -96,6 +97,28 @@ def test_profile_import_end_to_end(tmp_path):
     assert data["provenance"] == "fitted from 200 networks of small.csv, column pixel3_ms"
     assert data["split"]["seed"] == 3 and data["split"]["calibration"] + data["split"]["test"] == 200
     assert set(data["model"]["kinds"]) <= {"op", "live"} and "held-out R²" in r.stderr
+    # the table loads as a LUT (a fitted table has no thread count); an older one saying threads 0 loads too
+    from profiler.lut import Lut
+
+    assert "threads" not in data["runtime"] and Lut.load(path).latency_model().predict_arch(CellArch((3,) * 6)) > 0
+    data["runtime"]["threads"] = 0
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    Lut.load(old)
+
+
+def test_relative_errors_leave_out_disconnected_cells(pi4):
+    """The Pi 4 measures some cells without an input-to-output path at ~0.01 ms (the runtime drops them): MAPE over
+    every network is then hundreds of %, so the report gives relative errors over the connected ones, with a count."""
+    data, model, codes, y = pi4
+    v = data["validation"]
+    test = split(len(y), 1000, 0)["test"]
+    linked = connected(codes[test])
+    assert v["held_out"]["mape_pct"] > 100 and v["held_out_connected"]["mape_pct"] < 20
+    assert v["held_out_connected"]["n"] == linked.sum() and v["held_out_disconnected"]["n"] == (~linked).sum() > 0
+    assert v["held_out_disconnected"]["measured_ms"][0] < 0.05
+    line = held_out_line(v)
+    assert f"on the {linked.sum()} connected ones ({(~linked).sum()} cells without" in line
 
 
 @pytest.mark.parametrize("args, msg", [

@@ -29,7 +29,7 @@ from .nb201 import NB201, CellArch, connected
 from .nb201_model import FEATURE_KINDS, CellLatency, features
 from .report import metrics
 
-DEFAULT_KINDS = ("op", "live", "disconnected", "pair")
+DEFAULT_KINDS = ("op", "live", "used", "disconnected", "pair")
 # (ridge on op/live/disconnected weights, ridge on pair weights or None to leave pairs out), chosen by 5-fold CV
 RIDGE_GRID: Tuple[Tuple[float, Optional[float]], ...] = (
     (0.01, None), (0.1, None), (1.0, None), (0.1, 10.0), (1.0, 10.0), (0.1, 100.0), (1.0, 100.0), (1.0, 1000.0))
@@ -142,7 +142,11 @@ def fit_table(csv_path: Path, column: str, train: int = 1000, seed: int = 0,
     device = device or column.removesuffix("_ms")
     csv_path = Path(csv_path)
     provenance = f"fitted from {train} networks of {csv_path.name}, column {column}"
-    model = CellLatency.from_weights(names, w, kinds, name=f"{device}:latency", info={"provenance": provenance})
+    # a linear model can go below zero on cells far from the training rows (the Pi 4's disconnected cells reached
+    # -11 ms): predictions are floored at the smallest latency measured in training
+    floor = float(y[parts["train"]].min())
+    model = CellLatency.from_weights(names, w, kinds, name=f"{device}:latency", info={"provenance": provenance},
+                                     floor=floor)
     pred = model.predict_codes(codes)
     cal = parts["calibration"]
     test = parts["test"]
@@ -157,7 +161,9 @@ def fit_table(csv_path: Path, column: str, train: int = 1000, seed: int = 0,
                                   "measured_ms": [float(y[test][~linked].min()), float(y[test][~linked].max())]
                                   if (~linked).any() else []},
         "calibration": {"n": int(len(cal)), "predicted_ms": [round(float(v), 6) for v in pred[cal]],
-                        "measured_ms": [round(float(v), 6) for v in y[cal]]},
+                        "measured_ms": [round(float(v), 6) for v in y[cal]],
+                        # which networks they are (CellArch.index): lets a search rank them by its objective
+                        "cells": [CellArch(tuple(c)).index for c in codes[cal]]},
     }
     digest = hashlib.sha256(csv_path.read_bytes()).hexdigest()[:16]
     data = {
@@ -170,7 +176,7 @@ def fit_table(csv_path: Path, column: str, train: int = 1000, seed: int = 0,
         "source": {"file": csv_path.name, "sha256_16": digest, "column": column, "rows": int(len(y))},
         "split": {"seed": seed, "train": int(train), "calibration": int(len(cal)),
                   "test": int(len(parts["test"])), "rule": "profiler.fit.split"},
-        "model": {"kinds": list(kinds), "selected_by": "5-fold CV on the training rows", "names": names, "weights": [float(v) for v in w]},
+        "model": {"kinds": list(kinds), "selected_by": "5-fold CV on the training rows", "names": names, "weights": [float(v) for v in w], "floor_ms": floor},
         "entries": {}, "calibration": None, "validation": validation,
     }
     return data, model

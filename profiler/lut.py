@@ -204,7 +204,8 @@ class Lut:
             m = self.data.get("model")
             if self.data.get("kind") == "fitted" and m:
                 return CellLatency.from_weights(m["names"], m["weights"], m["kinds"], name=name,
-                                                info={"provenance": self.data.get("provenance")})
+                                                info={"provenance": self.data.get("provenance")},
+                                                floor=m.get("floor_ms"))
             return CellLatency.from_pieces({k: v["median_ms"] for k, v in self.entries.items()}, name=name)
         return LinearResource.from_table(self.space, self.block_table(in_context, calibrated),
                                          name=name or f"{self.device}:latency", unit="ms")

@@ -6,7 +6,7 @@ linear in α at fixed β), but it is linear in each edge's α_e with the other e
 LAT(α) = Σ_o α_{e,o} G_{e,o}, G_{e,o} = LAT with edge e set to o (``CellLatency.grad``). So the blocks of the block-
 coordinate step are the 6 edges: each step picks an edge at random (eq. (8) with one block per edge) and solves the
 linear minimisation oracle over that edge's simplex cut by the bounds G_e · x ≤ T_k (eq. (10) for one group, a
-5-variable LP solved to a vertex), then takes the Frank-Wolfe step (eq. (9)) on that edge. The edge's feasible set
+5-variable LP solved to a vertex: ``edge_lmo``), then takes the Frank-Wolfe step (eq. (9)) on that edge. The edge's feasible set
 is convex and holds both the current α_e and the vertex, so every iterate stays feasible.
 
 Start: the feasible cell of least latency (by enumeration), moved towards uniform α as far as every bound allows.
@@ -26,6 +26,28 @@ from .cell import feasible_mask, polish_cell
 from .decode import to_arch, uniform
 from .problem import InfeasibleTarget, Problem, SearchResult, finish, trace_row
 from .projection import _group_lp
+
+
+def edge_lmo(g: np.ndarray, rows: np.ndarray, rhs: np.ndarray):
+    """Eq. (10) for one edge: argmin ⟨g, x⟩ over the simplex with rows · x ≤ rhs, at a vertex; None if empty.
+
+    With one bound the vertices are the feasible one-hots and, for each feasible op i and infeasible op j, the mix of
+    the two on the bound: enumerated (the LP of ``projection._group_lp`` otherwise)."""
+    if len(rows) != 1:
+        x = _group_lp(g[None, :], rows, rhs)
+        return None if x is None else x[0]
+    c, b = rows[0], rhs[0] + 1e-12 * max(1.0, abs(rhs[0]))
+    ok = np.flatnonzero(c <= b)
+    if not len(ok):
+        return None
+    cands = [np.eye(len(g))[i] for i in ok]
+    for i in ok:
+        for j in np.flatnonzero(c > b):
+            w = (c[j] - rhs[0]) / (c[j] - c[i])  # weight on i putting the mix exactly on the bound
+            x = np.zeros(len(g))
+            x[i], x[j] = w, 1.0 - w
+            cands.append(x)
+    return min(cands, key=lambda x: float(g @ x))
 
 
 def default_gamma(t: int) -> float:
@@ -73,12 +95,12 @@ def cell_bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optiona
         e = int(rng.integers(alpha.shape[0]))
         rows = np.array([res.grad(alpha)[0][e] for res, _ in problem.resources])  # G_e per bound: LAT on edge e
         t1 = time.perf_counter()
-        xi = _group_lp(d[e][None, :], rows, np.array([b for _, b in problem.resources]))
+        xi = edge_lmo(d[e], rows, np.array([b for _, b in problem.resources]))
         lp_s += time.perf_counter() - t1
         step = gamma(t + 1) if xi is not None else 0.0
         if xi is not None:
             new = alpha.copy()
-            new[e] = (1.0 - step) * alpha[e] + step * xi[0]  # eq. (9) on one edge
+            new[e] = (1.0 - step) * alpha[e] + step * xi  # eq. (9) on one edge
             if problem.feasible(new, beta):  # exact in real arithmetic; guards a vertex a few ulps over a bound
                 alpha = new
             else:

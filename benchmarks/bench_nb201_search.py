@@ -1,16 +1,19 @@
-"""Exact search on the NB201 accuracy surrogate under a real device's latency bound, judged by the table (issue 15).
+"""Every searcher on the NB201 cell space under a real device's latency bound, judged by the table (issue 15).
 
-The player: an accuracy surrogate fitted on K architectures sampled from the table (their CIFAR-10 accuracies only)
-and a latency model: (a) the exact measured column (the issue's scale reference: only the surrogate errs), (b) a
-per-(edge, op) least-squares table fitted on 800 other sampled architectures, (c) the same with a split-conformal
-margin on measured/predicted computed on 200 further ones. The search enumerates all 15,625 cells (exact on the
-surrogate). The judge: the measured column decides feasibility; the true accuracy of the found cell is compared with
-the best cell feasible by measured latency. Per device: targets at the 10/25/50/75th percentiles of its column.
+The player is what ``search --lut TABLE --accuracy CSV --k 200 --seed S [--confidence 0.95]`` does, through the same
+functions: the latency table ``profile import CSV --column C --seed S`` fits (profiler/fit.py: 1,000 training rows,
+its held-out calibration rows for the margin), and the accuracy surrogate fitted on the CIFAR-10 accuracy of K rows
+drawn with seed S (search/accuracy.py); each searcher runs on them (search/problem.py ``solve``), the targets of one
+device from the tightest up, each warm-started from the previous answer, with or without the confidence margin
+(profiler/conformal.py, with the selection factor the objective's ranking of the calibration networks gives).
+The judge, never an input: the device's full measured column decides whether the found cell meets the target, and
+the true accuracy of the found cell is compared with the best cell that meets it by measurement. Per device, targets
+at the 10/25/50/75th percentile of its column. References: the exact search with the measured latency itself (only
+the surrogate errs), for the ensemble and for the issue's ridge on one-hot edge-ops and pairs.
 
-    .venv/bin/python benchmarks/bench_nb201_search.py [--quick] [--k 200] [--samplings 5]
+    .venv/bin/python benchmarks/bench_nb201_search.py [--quick] [--k 200] [--samplings 5] [--algos exact,bcsfw]
 
 Needs shared/data/nb201_accuracy_latency.csv.gz beside the repository (exit status 2 with one line if absent).
-
 Writes benchmarks/out/bench_nb201_search.json and prints the tables recorded in docs/BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,119 +30,179 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import save_result  # noqa: E402
 
-from search.nb201_surrogate import (SurrogateConfig, best_feasible, fit_surrogate,  # noqa: E402
-                                    onehot_pairs_ridge)
+from profiler.conformal import calibration_cells, calibration_pairs, tightened_target  # noqa: E402
+from profiler.fit import fit_table  # noqa: E402
+from search.accuracy import accuracy_objective, sample_rows  # noqa: E402
+from search.cell import selection_scores  # noqa: E402
+from search.nb201_surrogate import best_feasible, onehot_pairs_ridge  # noqa: E402
+from search.problem import InfeasibleResultWarning, solve  # noqa: E402
 from tests.nb201_table import load_table  # noqa: E402
-from profiler.conformal import tightened_target  # noqa: E402
-from profiler.fit import fit_weights  # noqa: E402
-from profiler.nb201_model import CellLatency  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 DEVICES = ("raspi4_ms", "pixel3_ms", "gold_6226_ms", "samsung_a50_ms")
 PERCENTILES = (10, 25, 50, 75)
-N_LAT_FIT, N_LAT_CAL = 800, 200  # the latency table's training split: fit, conformal calibration
+ALGOS = ("exact", "bcsfw", "connas", "dca", "hypernet", "soft")
 CONNAS_GAPS = "0.14-1.08 % (CONNAS on NATS-Bench topology, as reported)"
 
 
-def fit_table(archs: np.ndarray, latency: np.ndarray):
-    """The latency table ``profile import`` fits (profiler/fit.py: ridge over the CV-chosen terms) on these rows."""
-    names, w, info = fit_weights(archs, latency)
-    return CellLatency.from_weights(names, w, info["kinds"])
+def device_runs(s, dev, model, cal, objective, measured, acc, algos, steps, confidence):
+    """Every searcher at every target of one device, without and with the margin: one row per run."""
+    targets = [float(np.percentile(measured, q)) for q in PERCENTILES]
+    scores = selection_scores(objective, cal[3])
+    margins = {t: tightened_target(t, cal[0], cal[1], confidence, scores=scores) for t in targets}
+    rows = []
+    for algo in algos:
+        for mode in ("table", "table+margin"):
+            found = []
+            for pct, t in zip(PERCENTILES, targets):  # tightest first, as `search` does
+                conf = margins[t] if mode == "table+margin" else None
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", InfeasibleResultWarning)  # soft: counted below
+                    r = solve(model, conf["searched_target"] if conf else t, objective, algo=algo, steps=steps,
+                              seed=s, warm_start=tuple(found[-1:]))
+                if r.feasible:
+                    found.append(r.arch)
+                i = r.arch.index
+                best = float(acc[measured <= t].max())
+                rows.append({"sampling": s, "device": dev, "percentile": pct, "target_ms": t, "algo": algo,
+                             "latency": mode, "margin": conf["margin"] if conf else 1.0,
+                             "selection_factor": conf.get("selection_factor", 1.0) if conf else 1.0,
+                             "returned": bool(r.feasible), "meets": bool(r.feasible and measured[i] <= t),
+                             "measured_ms": float(measured[i]), "predicted_ms": float(r.predicted_ms),
+                             "acc": float(acc[i]), "best_acc": best, "gap": best - float(acc[i]),
+                             "search_s": time.perf_counter() - t0, "arch": str(r.arch)})
+    return rows
 
 
-def run(k: int, samplings: int, confidence: float, config: SurrogateConfig) -> dict:
-    archs, cols = load_table()
+def reference_runs(s, dev, scores, measured, acc):
+    """The exact search on the measured latency itself: what the surrogate alone leaves."""
+    out = []
+    for pct in PERCENTILES:
+        t = float(np.percentile(measured, pct))
+        best = float(acc[measured <= t].max())
+        for name, sc in scores.items():
+            i = best_feasible(sc, measured, t)
+            out.append({"sampling": s, "device": dev, "percentile": pct, "target_ms": t, "algo": f"exact ({name})",
+                        "latency": "measured", "margin": 1.0, "selection_factor": 1.0, "returned": True,
+                        "meets": bool(measured[i] <= t), "measured_ms": float(measured[i]),
+                        "predicted_ms": float(measured[i]), "acc": float(acc[i]), "best_acc": best,
+                        "gap": best - float(acc[i]), "search_s": 0.0, "arch": ""})
+    return out
+
+
+def run(args) -> dict:
+    from tests.nb201_data import nb201_csv
+
+    csv_path = nb201_csv()
+    archs, cols = load_table(csv_path)
     acc = cols["cifar10_acc"]
+    state = args.out.parent / "cache"
     runs, fits = [], []
-    for s in range(samplings):
-        perm = np.random.default_rng(s).permutation(len(archs))
-        train, lat_fit = perm[:k], perm[k:k + N_LAT_FIT]
-        lat_cal = perm[k + N_LAT_FIT:k + N_LAT_FIT + N_LAT_CAL]
+    for s in range(args.samplings):
         t0 = time.perf_counter()
-        surrogates = {"ensemble": fit_surrogate(archs[train], acc[train], config, seed=s),
-                      "ridge-pairs": onehot_pairs_ridge(archs[train], acc[train])}
-        fit_s = time.perf_counter() - t0
-        rest = np.setdiff1d(np.arange(len(archs)), train)
+        objective, info, table = accuracy_objective(csv_path, "cifar10_acc", args.k, s, args.surrogate, state)
+        codes, sampled, _ = sample_rows(csv_path, "cifar10_acc", args.k, s)  # the same K rows, for the reference
+        ridge = onehot_pairs_ridge(codes, sampled).predict_all()
         from scipy.stats import kendalltau
-        scores = {name: sur.predict_all() for name, sur in surrogates.items()}
-        fits.append({"sampling": s, "fit_s": fit_s, "info": surrogates["ensemble"].info,
-                     **{f"heldout_tau_{n}": float(kendalltau(sc[rest], acc[rest])[0]) for n, sc in scores.items()}})
-        print(f"sampling {s}: fit {fit_s:.0f} s, " + ", ".join(
-            f"{key} {val:.3f}" for key, val in fits[-1].items() if key.startswith("heldout")), flush=True)
-        for dev in DEVICES:
-            measured = cols[dev]
-            pred = fit_table(archs[lat_fit], measured[lat_fit]).predict_codes(archs)
-            for pct in PERCENTILES:
-                target = float(np.percentile(measured, pct))
-                # search --confidence's margin (profiler/conformal.py) from the calibration split
-                q = tightened_target(target, pred[lat_cal], measured[lat_cal], confidence)["margin"]
-                models = {"measured": measured, "table": pred, "table+margin": pred * q}
-                best = float(acc[measured <= target].max())
-                for name, sc in scores.items():
-                    for mode, lat in models.items():
-                        i = best_feasible(sc, lat, target)
-                        found = i is not None
-                        runs.append({"sampling": s, "device": dev, "percentile": pct, "target_ms": target,
-                                     "surrogate": name, "latency": mode, "margin": q if mode == "table+margin" else 1.0,
-                                     "found": found, "feasible": bool(found and measured[i] <= target),
-                                     "acc": float(acc[i]) if found else float("nan"), "best_acc": best,
-                                     "gap": best - float(acc[i]) if found else float("nan"),
-                                     "measured_ms": float(measured[i]) if found else float("nan")})
-    return {"k": k, "samplings": samplings, "confidence": confidence, "config": config.__dict__, "fits": fits,
+
+        fits.append({"sampling": s, "surrogate_s": time.perf_counter() - t0, "cache": info["cache"],
+                     "kendall_tau_all": float(kendalltau(table, acc)[0]),
+                     "kendall_tau_ridge_all": float(kendalltau(ridge, acc)[0])})
+        print(f"sampling {s}: surrogate {fits[-1]['surrogate_s']:.0f} s ({info['cache'] or 'fitted'}), Kendall τ "
+              f"over all cells {fits[-1]['kendall_tau_all']:.3f} (ridge-pairs {fits[-1]['kendall_tau_ridge_all']:.3f})",
+              flush=True)
+        for dev in args.devices:
+            t1 = time.perf_counter()
+            data, model = fit_table(csv_path, dev, train=1000, seed=s)  # what `profile import --seed s` writes
+            cal = (*calibration_pairs(data), calibration_cells(data))
+            runs += device_runs(s, dev, model, cal, objective, cols[dev], acc, args.algos, args.steps,
+                                args.confidence)
+            runs += reference_runs(s, dev, {"ensemble": table, "ridge-pairs": ridge}, cols[dev], acc)
+            mine = [r for r in runs if r["sampling"] == s and r["device"] == dev and r["latency"] != "measured"]
+            print(f"  {dev}: {time.perf_counter() - t1:.0f} s, met {np.mean([r['meets'] for r in mine]):.0%} "
+                  f"(margin runs {np.mean([r['meets'] for r in mine if r['latency'] == 'table+margin']):.0%})",
+                  flush=True)
+    return {"k": args.k, "samplings": args.samplings, "confidence": args.confidence, "surrogate": args.surrogate,
+            "steps": args.steps, "algos": list(args.algos), "devices": list(args.devices), "fits": fits,
             "runs": runs, "connas_reported": CONNAS_GAPS}
 
 
 def summarize(runs: list, by: str = "device") -> list:
-    """Rows per (surrogate, latency model, value of ``by`` or 'all'): feasible rate, mean true acc, mean gaps."""
+    """Rows per (searcher, latency model) and value of ``by`` (and "all")."""
     out = []
-    keys = sorted({(r["surrogate"], r["latency"]) for r in runs}, key=lambda kv: (kv[0] != "ensemble", kv))
-    values = list(dict.fromkeys(r[by] for r in runs))  # in run order: DEVICES, PERCENTILES
-    for sur, mode in keys:
+    keys = list(dict.fromkeys((r["algo"], r["latency"]) for r in runs))
+    values = list(dict.fromkeys(r[by] for r in runs))
+    for algo, mode in keys:
         for val in (*values, "all"):
-            sel = [r for r in runs if r["surrogate"] == sur and r["latency"] == mode and val in ("all", r[by])]
-            feas = [r for r in sel if r["feasible"]]
-            out.append({"surrogate": sur, "latency": mode, by: val, "n": len(sel),
-                        "feasible": len(feas) / len(sel), "acc": float(np.nanmean([r["acc"] for r in sel])),
-                        "gap": float(np.nanmean([r["gap"] for r in sel])),
-                        "max_gap": float(np.nanmax([r["gap"] for r in sel])),
-                        "gap_feasible": float(np.mean([r["gap"] for r in feas])) if feas else float("nan"),
-                        "margin": float(np.mean([r["margin"] for r in sel]))})
+            sel = [r for r in runs if r["algo"] == algo and r["latency"] == mode and val in ("all", r[by])]
+            met = [r for r in sel if r["meets"]]
+            ret = [r for r in sel if r["returned"]]
+            out.append({"algo": algo, "latency": mode, by: val, "n": len(sel),
+                        "met": len(met) / len(sel), "returned": len(ret) / len(sel),
+                        "acc": float(np.mean([r["acc"] for r in ret])) if ret else float("nan"),
+                        "gap": float(np.mean([r["gap"] for r in ret])) if ret else float("nan"),
+                        "max_gap": float(np.max([r["gap"] for r in ret])) if ret else float("nan"),
+                        "gap_met": float(np.mean([r["gap"] for r in met])) if met else float("nan"),
+                        "margin": float(np.mean([r["margin"] for r in sel])),
+                        "search_s": float(np.mean([r["search_s"] for r in sel]))})
     return out
 
 
-def print_table(rows: list, by: str) -> None:
-    print(f"| surrogate | latency model | {by} | measured-feasible | true acc | gap | max gap | gap (feasible) "
-          "| margin |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['surrogate']} | {row['latency']} | {row[by]} | {row['feasible']:.0%} | {row['acc']:.2f} "
-              f"| {row['gap']:.2f} | {row['max_gap']:.2f} | {row['gap_feasible']:.2f} | {row['margin']:.3f} |")
+def print_tables(result: dict) -> None:
+    rows = summarize(result["runs"])
+    devs = result["devices"]
+    print(f"\nK={result['k']}, {result['samplings']} samplings, confidence {result['confidence']}; gaps in points; "
+          f"CONNAS reports {CONNAS_GAPS}")
+    print("| searcher | latency | met (all) | " + " | ".join(d.removesuffix("_ms") for d in devs)
+          + " | returned | true acc | gap | gap (met) | max gap | margin | s/search |")
+    print("|---|---|---|" + "---|" * len(devs) + "---|---|---|---|---|---|---|")
+    for key in dict.fromkeys((r["algo"], r["latency"]) for r in rows):
+        mine = {r["device"]: r for r in rows if (r["algo"], r["latency"]) == key}
+        a = mine["all"]
+        print(f"| {key[0]} | {key[1]} | {a['met']:.1%} | " + " | ".join(f"{mine[d]['met']:.0%}" for d in devs)
+              + f" | {a['returned']:.0%} | {a['acc']:.2f} | {a['gap']:.2f} | {a['gap_met']:.2f} | {a['max_gap']:.2f}"
+              f" | {a['margin']:.3f} | {a['search_s']:.2f} |")
+    margin = [r for r in result["runs"] if r["latency"] == "table+margin"]
+    if margin:
+        print(f"\nwith the margin, over every (device, target, searcher) run: met {np.mean([r['meets'] for r in margin]):.1%}"
+              f" of {len(margin)}")
+        print("\n| searcher | percentile | met | gap | gap (met) | margin | selection factor |")
+        print("|---|---|---|---|---|---|---|")
+        for r in summarize(margin, by="percentile"):
+            sel = [x["selection_factor"] for x in margin if x["algo"] == r["algo"]
+                   and r["percentile"] in ("all", x["percentile"])]
+            print(f"| {r['algo']} | {r['percentile']} | {r['met']:.0%} | {r['gap']:.2f} | {r['gap_met']:.2f} "
+                  f"| {r['margin']:.3f} | {np.mean(sel):.3f} |")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, default=200, help="architectures whose accuracy the surrogate reads")
-    ap.add_argument("--samplings", type=int, default=5, help="independent samplings of the K rows")
+    ap.add_argument("--samplings", type=int, default=5, help="independent samplings of the K rows (seeds 0..n-1)")
     ap.add_argument("--confidence", type=float, default=0.95)
-    ap.add_argument("--quick", action="store_true", help="2 samplings, no cross-validation, smaller ensemble")
+    ap.add_argument("--steps", type=int, default=300, help="searcher steps (search's default)")
+    ap.add_argument("--algos", default=",".join(ALGOS), help="comma-separated searchers")
+    ap.add_argument("--devices", default=",".join(DEVICES), help="comma-separated latency columns")
+    ap.add_argument("--surrogate", choices=("ensemble", "small"), default="ensemble")
+    ap.add_argument("--quick", action="store_true", help="2 samplings, the small surrogate, 60 steps")
     ap.add_argument("--out", type=Path, default=OUT / "bench_nb201_search.json")
     args = ap.parse_args(argv)
-    config = SurrogateConfig()
+    args.algos = [a for a in args.algos.split(",") if a]
+    args.devices = [d for d in args.devices.split(",") if d]
     if args.quick:
-        args.samplings = min(args.samplings, 2)
-        config = SurrogateConfig(n_trees_models=2, n_mlps=1, cv_folds=0)
+        args.samplings, args.surrogate, args.steps = min(args.samplings, 2), "small", 60
+    t0 = time.perf_counter()
     try:
-        result = run(args.k, args.samplings, args.confidence, config)
+        result = run(args)
     except FileNotFoundError as exc:
         print(f"bench_nb201_search: {exc}", file=sys.stderr)
         return 2
+    result["wall_s"] = time.perf_counter() - t0
     result["summary"] = summarize(result["runs"])
     result["summary_by_percentile"] = summarize(result["runs"], by="percentile")
-    print(f"\nK={args.k}, {args.samplings} samplings, confidence {args.confidence}; gaps in points; "
-          f"CONNAS reports {CONNAS_GAPS}")
-    print_table(result["summary"], "device")
-    print()
-    print_table([r for r in result["summary_by_percentile"] if r["surrogate"] == "ensemble"], "percentile")
+    print_tables(result)
+    print(f"\nwall time {result['wall_s']:.0f} s")
     return save_result(args.out, result)
 
 

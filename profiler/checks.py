@@ -238,8 +238,11 @@ def check_lut_data(data: dict, path) -> None:
     rt = data["runtime"]
     if not isinstance(rt.get("name"), str):
         bad(f"runtime.name = {_show(rt.get('name'))} should be a runtime name")
-    if "threads" in rt and not (isinstance(rt["threads"], int) and not isinstance(rt["threads"], bool)
-                                and rt["threads"] >= 1):
+    # a fitted table (profile import) knows no thread count: it leaves the key out; tables written before that fix
+    # said 0 for "unknown" and still load
+    unknown_threads = data.get("kind") == "fitted" and rt.get("threads") == 0
+    if "threads" in rt and not unknown_threads and not (isinstance(rt["threads"], int)
+                                                        and not isinstance(rt["threads"], bool) and rt["threads"] >= 1):
         bad(f"runtime.threads = {_show(rt['threads'])} should be an integer >= 1")
     batch = data.get("batch")
     if not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):

@@ -10,13 +10,20 @@ Searchers return networks with p close to the bound, and the ratio's spread depe
 noisier), so the quantile is taken over the ``neighbours`` calibration networks whose prediction is nearest T'
 (T' found by a few fixed-point steps): the guarantee is then for networks near the bound, where searchers land.
 With fewer calibration networks than ``neighbours``, all are used (the plain split-conformal margin).
+
+A search selects: it returns the network its objective likes best under the bound, and under-predicted networks look
+best (they offer more for their predicted cost), so the chosen network misses the target more often than a random
+one near the bound. When the search can rank the calibration networks by its objective (a fitted NB201 table names
+them; the objective declares a value per cell), ``selection_factor`` lowers the bound until the calibration
+networks the objective ranks highest under it meet the target in the conformal share: the margin then holds for the
+kind of network a search picks.
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -69,11 +76,22 @@ def conformal_quantile(ratios: np.ndarray, confidence: float) -> float:
 
 
 def tightened_target(target: float, predicted, measured, confidence: float, neighbours: int = NEIGHBOURS,
-                     steps: int = 10) -> dict:
+                     steps: int = 10, scores=None) -> dict:
     """T' such that a network predicted at ≤ T' measures ≤ ``target`` with probability ≥ ``confidence``.
 
-    Returns {"target", "searched_target", "margin" (q = target / T'), "confidence", "calibration_n"}.
+    With ``scores`` (the search objective's preference for each calibration network), the margin also grows by
+    ``selection_factor`` so that the network a search selects meets the target, not only a random one.
+
+    Returns {"target", "searched_target", "margin" (q = target / T'), "confidence", "calibration_n"}, and with
+    ``scores`` also "conformal_margin" (q before the selection factor), "selection_factor", "selection_met".
     """
+    if scores is not None:
+        out = tightened_target(target, predicted, measured, confidence, neighbours, steps)
+        sel = selection_factor(target, predicted, measured, scores, out["margin"], confidence)
+        margin = out["margin"] * sel["factor"]
+        return dict(out, searched_target=float(target / margin), margin=float(margin),
+                    conformal_margin=out["margin"], selection_factor=sel["factor"], selection_met=sel["met"],
+                    selection_k=sel["k"], selection_capped=sel["capped"])
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
     ok = (p > 0) & np.isfinite(p) & np.isfinite(m)
     p, m = p[ok], m[ok]
@@ -90,3 +108,50 @@ def tightened_target(target: float, predicted, measured, confidence: float, neig
     t_prime = min(seen[-2:])  # a fixed-point step that oscillates between two neighbourhoods keeps the tighter one
     return {"target": float(target), "searched_target": float(t_prime), "margin": float(target / t_prime)
             if t_prime > 0 else float("inf"), "confidence": float(confidence), "calibration_n": int(k)}
+
+
+def calibration_cells(source: dict) -> Optional[np.ndarray]:
+    """The calibration networks of a fitted NB201 LUT as ``CellArch.index`` values (aligned with
+    ``calibration_pairs``), or None when the LUT does not say which networks they are."""
+    cells = ((source.get("validation") or {}).get("calibration") or {}).get("cells")
+    return None if cells is None else np.asarray(cells, int)
+
+
+def selection_factor(target: float, predicted, measured, scores, margin: float, confidence: float,
+                     k: Optional[int] = None, max_factor: float = 4.0) -> dict:
+    """The factor λ ≥ 1 by which ``margin`` must grow so that the network a search *selects* meets ``target``.
+
+    A search does not draw a network at random: it returns the one its objective ranks best among those predicted
+    under the bound, and a network whose latency is under-predicted looks cheap for what it offers, so it is chosen
+    more often than its share (the winner's curse). The split-conformal quantile holds for a random network near the
+    bound, not for the chosen one. So the bound B = target / (margin · λ) is lowered along a geometric grid
+    (λ = 1 .. ``max_factor``) until, of the ``k`` calibration networks predicted ≤ B that the objective ranks highest
+    (the ones a search under B would consider first), at least ⌈(k + 1) · confidence⌉ measure ≤ ``target``: the
+    split-conformal count for a new network exchangeable with those k. The default k = ⌈c / (1 − c)⌉ (19 at 0.95) is
+    the smallest count that can certify the confidence, i.e. all k must meet it: the most selective check the
+    calibration allows (a search picks the single best network, more selective still; docs/BENCHMARKS.md shows how
+    close this comes). With fewer than ``k`` networks under B the plain margin stands.
+
+    Args:
+        scores: the search objective's preference for each calibration network (higher is chosen first).
+
+    Returns:
+        {"factor": λ, "met": the share of the k top-ranked networks meeting the target at λ, "k": k, "capped":
+        whether λ reached ``max_factor`` without meeting the count}.
+    """
+    p, m, s = (np.asarray(x, float) for x in (predicted, measured, scores))
+    ok = (p > 0) & np.isfinite(p) & np.isfinite(m) & np.isfinite(s)
+    order = np.argsort(-s[ok], kind="stable")
+    p, m = p[ok][order], m[ok][order]  # best-ranked first
+    k = k or math.ceil(confidence / (1.0 - confidence) - 1e-9)
+    need = math.ceil((k + 1) * confidence - 1e-9)
+    met = 1.0
+    for lam in np.exp(np.linspace(0.0, np.log(max_factor), 161)):
+        top = np.flatnonzero(p * margin * lam <= target)[:k]
+        if len(top) < k:
+            return {"factor": float(lam), "met": met, "k": k, "capped": False}
+        hits = int((m[top] <= target).sum())
+        met = hits / k
+        if hits >= need:
+            return {"factor": float(lam), "met": met, "k": k, "capped": False}
+    return {"factor": float(max_factor), "met": met, "k": k, "capped": True}

@@ -204,7 +204,8 @@ class Lut:
             m = self.data.get("model")
             if self.data.get("kind") == "fitted" and m:
                 return CellLatency.from_weights(m["names"], m["weights"], m["kinds"], name=name,
-                                                info={"provenance": self.data.get("provenance")})
+                                                info={"provenance": self.data.get("provenance")},
+                                                floor=m.get("floor_ms"))
             return CellLatency.from_pieces({k: v["median_ms"] for k, v in self.entries.items()}, name=name)
         return LinearResource.from_table(self.space, self.block_table(in_context, calibrated),
                                          name=name or f"{self.device}:latency", unit="ms")
@@ -215,7 +216,7 @@ class Lut:
         """runtime name, providers, opt_level, threads and batch exactly as the LUT was measured with."""
         rt = self.data["runtime"]
         return {"runtime": rt["name"], "providers": list(rt.get("providers") or []), "opt_level": rt.get("opt_level"),
-                "threads": rt["threads"], "batch": self.data["batch"]}
+                "threads": rt.get("threads"), "batch": self.data["batch"]}
 
     def method(self) -> Method:
         """The measuring method the LUT was made with (keys this version does not know are ignored; a LUT from

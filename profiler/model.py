@@ -222,8 +222,18 @@ def _model(space: Space, which: int, name: str, unit: str) -> LinearResource:
 
 
 def params_model(space: Space) -> LinearResource:
+    """Params of every architecture; for the NB201 cell space a table over its cells (profiler/nb201_cost.py)."""
+    if space.name == "nb201":
+        from .nb201_cost import params_model as cell_params
+
+        return cell_params(space)
     return _model(space, 0, "params", "")
 
 
 def flops_model(space: Space) -> LinearResource:
+    """Multiply-accumulates of every architecture; for the NB201 cell space as ``params_model``."""
+    if space.name == "nb201":
+        from .nb201_cost import flops_model as cell_flops
+
+        return cell_flops(space)
     return _model(space, 1, "flops", "MAC")

@@ -145,8 +145,9 @@ class CellArch:
         return a
 
     def one_hot(self) -> Tuple[np.ndarray, np.ndarray]:
-        """(α (6, 5), β of shape (0,)): the (α, β) pair searchers pass around; the cell space has no depth choice."""
-        return self.alpha(), np.zeros(0)
+        """(α (6, 5), β of shape (0, 1)): the (α, β) pair searchers pass around; the cell space has no depth choice
+        (zero β groups of one option, so per-group operations on β need no special case)."""
+        return self.alpha(), np.zeros((0, 1))
 
     # used by the profiling path (profiler/runner.py export_entry) to export the whole network
     def input_shape(self, batch: int = 1) -> Tuple[int, int, int, int]:

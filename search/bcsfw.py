@@ -27,6 +27,7 @@ import numpy as np
 
 from profiler.space import Arch
 
+from .decode import is_cell
 from .polish import polish as polish_arch
 from .problem import Problem, SearchResult, finish, trace_row
 from .projection import lmo_alpha, lmo_beta, project
@@ -149,6 +150,10 @@ def bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optional[Cal
         polish_evals: cap on the local search's objective evaluations.
         warm_start: feasible architectures of a tighter target (a sweep), candidates of the polish.
     """
+    if is_cell(problem.space):  # one block per edge of the multilinear cell tables: search/cell_fw.py
+        from .cell_fw import cell_bcsfw
+
+        return cell_bcsfw(problem, steps, seed, gamma, momentum, polish, polish_evals, warm_start)
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     if not 0.0 <= p_alpha <= 1.0:

@@ -3,6 +3,7 @@
     search train-supernet --out CKPT [--data digits|PATH] [--epochs N] [--resolution R]
     search --lut PATH --target-ms 7,8,9 [--algo bcsfw] [--supernet CKPT] [--json OUT] [--export DIR]
            [--verify-on DEVICE] [--constraint params<=4M] [--constraint pi4:latency<=40ms]
+    search --lut NB201_LUT --target-ms 20 --accuracy CSV [--accuracy-column cifar10_acc] [--k 200] [--seed S]
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from profiler.cli import raw_main
 from profiler.errors import BadInput, ExitStatus, LutnasError
 from profiler.files import atomic_write_json
 from profiler.lut import Lut
+from search.decode import is_cell
 
 
 class Infeasible(LutnasError):
@@ -78,6 +80,10 @@ def capacity_objective(space):
     from search.exact import LinearObjective
 
     model = flops_model(space)
+    if is_cell(space):  # a table over the NB201 cells
+        from search.cell import TableObjective
+
+        return TableObjective(-model.table / model.max_value(), "FLOPs capacity proxy")
     return LinearObjective(model, sign=-1.0, scale=model.max_value())
 
 
@@ -90,6 +96,13 @@ def search_parser() -> argparse.ArgumentParser:
                    "costs), bcsfw (default with --supernet), connas, dca, hypernet, soft")
     p.add_argument("--supernet", metavar="CKPT", help="trained supernet checkpoint: its validation loss is the "
                    "objective (default: a FLOPs capacity proxy)")
+    p.add_argument("--accuracy", metavar="CSV", help="NB201 LUTs: maximise an accuracy surrogate fitted on --k rows "
+                   "drawn (--seed) from this CSV of arch strings and accuracies; the other rows are never read")
+    p.add_argument("--accuracy-column", default="cifar10_acc", metavar="COL", help="accuracy column of --accuracy "
+                   "(default cifar10_acc)")
+    p.add_argument("--k", type=int, default=200, help="rows --accuracy draws (default 200)")
+    p.add_argument("--surrogate", choices=("ensemble", "small"), default="ensemble", help="the fitted surrogate: "
+                   "trees + MLPs with CV (default), or a smaller, faster one")
     p.add_argument("--constraint", action="append", default=[], metavar="SPEC",
                    help="extra constraint, repeatable: params<=4M, flops<=300M, DEVICE:latency<=40ms")
     p.add_argument("--oracle", choices=("sampled", "mixture", "fixed"), default="fixed",
@@ -136,6 +149,8 @@ def run_search(args) -> int:
     lut = Lut.load(args.lut)
     space = lut.space
     lut.check_space(space)
+    if args.verify_on and lut.data.get("kind") == "fitted":
+        raise BadInput(f"--verify-on: {args.lut} is {lut.data.get('provenance')}; measure on that device instead")
     for line in lut.caveats():
         print(f"search: warning: {line}", file=sys.stderr)
     from profiler.trust import warn_lines
@@ -147,8 +162,22 @@ def run_search(args) -> int:
     constraints = distinct_names([parse_constraint(c, Path(args.luts), space, trust) for c in args.constraint],
                                  args.constraint)
     params, flops = params_model(space), flops_model(space)
-    evaluate = None
-    if args.supernet:
+    evaluate, accuracy = None, None
+    if args.supernet and is_cell(space):
+        raise BadInput(f"--supernet: supernets are of the HardCoRe space; {args.lut} is an NB201 LUT: give its "
+                       "objective as --accuracy CSV")
+    if args.accuracy:
+        if args.supernet or not is_cell(space):
+            raise BadInput("--accuracy and --supernet are two objectives: give one" if args.supernet else
+                           f"--accuracy: {args.lut} is a {space.name} LUT; an accuracy table is for NB201 LUTs")
+        from search.accuracy import accuracy_objective
+
+        objective, info, accuracy = accuracy_objective(args.accuracy, args.accuracy_column, args.k, args.seed,
+                                                       args.surrogate, state_dir(args))
+        what = objective.what
+        objective_key = f"surrogate-{file_digest(args.accuracy)}-{args.accuracy_column}-{args.k}-{args.seed}-" \
+            f"{args.surrogate}"
+    elif args.supernet:
         from search.checkpoint import load_checkpoint
         from search.supernet import make_objective
         from search.data import load_data
@@ -172,12 +201,14 @@ def run_search(args) -> int:
         what = "FLOPs capacity proxy (no --supernet)"
         objective_key = f"flops-capacity-{space.hash}"
     options = algo_options(args, objective_key)
-    cal = confidence_calibration(args, lut)
+    from search.confidence import calibration, tighten
+
+    cal = calibration(args, lut)
     results, found, infeasible = [], [], []
     # tightest target first, each warm-started from the tighter ones' answers: a looser budget is never worse
     for t in sorted(targets):
         t0 = time.monotonic()
-        conf = tighten(args, cal, t)
+        conf = tighten(args, cal, t, objective)
         try:
             r = solve(latency, conf["searched_target"] if conf else t, objective, algo=args.algo,
                       constraints=constraints, steps=args.steps, seed=args.seed, warm_start=tuple(found[-1:]),
@@ -196,6 +227,8 @@ def run_search(args) -> int:
                "objective": what, "constraints": {res.name: {"value": float(res.predict_arch(r.arch)), "bound": b}
                                                   for res, b in constraints}}
         row["searcher"] = {k: r.info[k] for k in SEARCHER_INFO if k in r.info}
+        if accuracy is not None:  # the surrogate's prediction for the found cell
+            row["predicted_accuracy"] = float(accuracy[r.arch.index])
         if conf:
             row["confidence"] = conf
         if not r.feasible:
@@ -214,12 +247,12 @@ def run_search(args) -> int:
     results.sort(key=lambda ar: targets.index(ar[1]["target_ms"]))
     infeasible.sort(key=lambda x: targets.index(x["target_ms"]))
     if args.export:
-        from profiler.export import export_arch
+        from profiler.runner import export_entry
 
         out = Path(args.export)
         out.mkdir(parents=True, exist_ok=True)
         for arch, row in results:
-            src, _ = export_arch(arch)
+            src, _ = export_entry(arch, None, 1, "onnx")  # a HardCoRe network or an NB201 one
             dst = out / f"arch-{row['target_ms']:g}ms.onnx"
             shutil.copyfile(src, dst)
             row["onnx"] = str(dst)
@@ -231,14 +264,16 @@ def run_search(args) -> int:
     print(f"{'target':>8} {'predicted':>10} {'measured':>14} {'params':>9} {'MFLOPs':>8} {'acc':>6}  architecture")
     for _, row in results:
         meas = (f"{row['measured_ms']:.3f}±{row['measured_ci95_ms']:.3f}" if "measured_ms" in row else "-")
-        acc = f"{row['accuracy']:.3f}" if "accuracy" in row else "-"
+        acc = next((f"{row[k]:.3f}" for k in ("accuracy", "predicted_accuracy") if k in row), "-")
         print(f"{row['target_ms']:8.3f} {row['predicted_ms']:10.3f} {meas:>14} {row['params'] / 1e6:8.2f}M "
               f"{row['flops'] / 1e6:8.1f} {acc:>6}  {row['arch']}")
     for _, row in results:
         if "confidence" in row:
             c = row["confidence"]
             print(f"confidence {c['confidence']:g} for {c['target']:g} ms: searched under {c['searched_target']:.3f} ms "
-                  f"(margin x{c['margin']:.4f} from {c['calibration_n']} of {c['source']}); objective "
+                  f"(margin x{c['margin']:.4f} from {c['calibration_n']} of {c['source']}"
+                  + (f", x{c['selection_factor']:.3f} of it for the search's selection" if "selection_factor" in c
+                     else "") + "); objective "
                   f"{c['objective']:.4g} vs {c['objective_without_margin']:.4g} without the margin")
     if args.json:
         atomic_write_json(Path(args.json), {"lut": str(lut.path), "results": [r for _, r in results],
@@ -246,36 +281,6 @@ def run_search(args) -> int:
     for x in infeasible:  # every feasible result is out; now the targets that had none, one line each
         print(f"search: error: target {x['target_ms']:g} ms: {x['reason']}", file=sys.stderr)
     return int(ExitStatus.INFEASIBLE) if infeasible else 0
-
-
-def confidence_calibration(args, lut):
-    """(predicted, measured, what) for --confidence, from --calibration or the LUT's own validation; None without."""
-    if args.confidence is None:
-        if args.calibration:
-            raise BadInput("--calibration is used with --confidence C; add e.g. --confidence 0.95")
-        return None
-    from profiler.conformal import NoCalibration, calibration_pairs
-
-    if not 0.0 < args.confidence < 1.0:
-        raise BadInput(f"--confidence {args.confidence!r}: give a probability between 0 and 1, e.g. 0.95")
-    try:
-        return calibration_pairs(args.calibration or lut.data)
-    except NoCalibration as exc:
-        raise BadInput(f"--confidence: {args.calibration or lut.path}: {exc}") from None
-
-
-def tighten(args, cal, target: float):
-    """The conformal margin for one target (None without --confidence)."""
-    if cal is None:
-        return None
-    from profiler.conformal import NoCalibration, tightened_target
-
-    try:
-        conf = tightened_target(target, cal[0], cal[1], args.confidence)
-    except NoCalibration as exc:
-        raise BadInput(f"--confidence {args.confidence}: {exc}") from None
-    conf["source"] = cal[2]
-    return conf
 
 
 def file_digest(path, n: int = 16) -> str:
@@ -288,6 +293,13 @@ def file_digest(path, n: int = 16) -> str:
     return h.hexdigest()[:n]
 
 
+def state_dir(args) -> Optional[Path]:
+    """Where reusable search state is kept (--state-dir; '' keeps nothing)."""
+    from profiler.export import cache_dir
+
+    return cache_dir() / "search" if args.state_dir is None else (Path(args.state_dir) if args.state_dir else None)
+
+
 def algo_options(args, objective_key: str) -> dict:
     """Searcher-specific keyword arguments from the command line: draws, and where reusable state is kept."""
     from profiler.export import cache_dir
@@ -296,7 +308,7 @@ def algo_options(args, objective_key: str) -> dict:
         raise BadInput(f"--draws is a hypernet setting; --algo {args.algo} does not take it")
     if args.draws is not None and args.draws < 1:
         raise BadInput(f"--draws {args.draws}: need at least 1")
-    state = cache_dir() / "search" if args.state_dir is None else (Path(args.state_dir) if args.state_dir else None)
+    state = state_dir(args)
     if state is not None and args.algo in ("dca", "hypernet"):
         try:
             state.mkdir(parents=True, exist_ok=True)

@@ -104,27 +104,31 @@ def block_direction(values: Sequence[float], bound: float, slack: float = 0.0) -
     return _normalise(raw)
 
 
+def _substitutions(x: np.ndarray) -> np.ndarray:
+    """Every copy of the one-hot ``x`` (groups..., options) with one group's choice replaced by each option, in the
+    order (group, option): shape (groups · options, *x.shape)."""
+    n, C = int(np.prod(x.shape[:-1])), x.shape[-1]
+    out = np.broadcast_to(x.reshape(n, C), (n, C, n, C)).copy()
+    for g in range(n):
+        out[g, :, g, :] = np.eye(C)  # option c replaces group g's choice
+    return out.reshape(n * C, *x.shape)
+
+
 def substitution_values(resource: LinearResource, alpha1: np.ndarray,
                         beta1: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """The metric of the one-hot architecture (α¹, β¹) with exactly one block's choice changed, for every block.
 
-    Returns (v_alpha (S, B, C), v_beta (S, D)): v_alpha[s, b, c] with slot (s, b) set to config c, v_beta[s, j] with
-    stage s at depth j (the slots it adds keep α¹'s configs). Only ``resource.predict`` on one-hot points is used, a
-    batch of S·B·C + S·D architectures, so the metric need not be differentiable nor additive.
+    Returns (v_alpha, v_beta) shaped like (α¹, β¹): v_alpha[s, b, c] with slot (s, b) set to config c, v_beta[s, j]
+    with stage s at depth j (the slots it adds keep α¹'s configs); in the NB201 cell space v_alpha[e, o] with edge e
+    set to op o (β has no groups there). Only ``resource.predict`` on one-hot points is used, a batch of one
+    architecture per (group, option), so the metric need not be differentiable nor additive.
     """
-    S, B, C = alpha1.shape
-    D = beta1.shape[-1]
-    eye_c, eye_d = np.eye(C), np.eye(D)
-    a_batch = np.broadcast_to(alpha1, (S, B, C, S, B, C)).copy()
-    for s in range(S):
-        for b in range(B):
-            a_batch[s, b, :, s, b, :] = eye_c  # candidate c replaces slot (s, b)'s choice
-    b_batch = np.broadcast_to(beta1, (S, D, S, D)).copy()
-    for s in range(S):
-        b_batch[s, :, s, :] = eye_d
-    v_alpha = resource.predict(a_batch.reshape(S * B * C, S, B, C),
-                               np.broadcast_to(beta1, (S * B * C, S, D))).reshape(S, B, C)
-    v_beta = resource.predict(np.broadcast_to(alpha1, (S * D, S, B, C)), b_batch.reshape(S * D, S, D)).reshape(S, D)
+    a_batch = _substitutions(alpha1)
+    v_alpha = resource.predict(a_batch, np.broadcast_to(beta1, (len(a_batch), *beta1.shape))).reshape(alpha1.shape)
+    if not beta1.size:
+        return v_alpha, np.zeros(beta1.shape)
+    b_batch = _substitutions(beta1)
+    v_beta = resource.predict(np.broadcast_to(alpha1, (len(b_batch), *alpha1.shape)), b_batch).reshape(beta1.shape)
     return v_alpha, v_beta
 
 

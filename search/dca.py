@@ -58,7 +58,7 @@ from profiler.errors import BadInput
 from profiler.space import Arch
 
 from .polish import polish as polish_arch
-from .problem import Problem, SearchResult, finish, trace_row
+from .problem import Problem, SearchResult, finish, table_bytes, trace_row
 from .projection import argmax_arch
 from .soft import LogitAdam, _softmax_backward
 
@@ -201,8 +201,8 @@ def graph_key(problem: Problem, objective_key: str, seed: int, settings: Setting
                          "settings": asdict(settings), "grid": grid,
                          "version": SCHEMA_VERSION}, sort_keys=True).encode())
     for i, (res, bound) in enumerate(problem.resources):
-        h.update(np.ascontiguousarray(res.theta, dtype=np.float64).tobytes())
-        h.update(repr((res.fixed, None if i == 0 else float(bound))).encode())  # the other bounds are K' = K
+        h.update(table_bytes(res))
+        h.update(repr((getattr(res, "fixed", None), None if i == 0 else float(bound))).encode())  # the other bounds are K' = K
     return h.hexdigest()[:32]
 
 

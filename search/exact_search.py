@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from .decode import is_cell
 from .exact import NotSeparable, separable_costs, solve_separable
 from .problem import InfeasibleTarget, finish
 
@@ -16,6 +17,10 @@ def exact(problem, steps: int = 0, seed: int = 0):
     Raises:
         NotSeparable: the objective declares no per-block costs.
     """
+    if is_cell(problem.space):  # 15,625 cells: enumeration (search/cell.py)
+        from .cell import exact_cell
+
+        return exact_cell(problem, steps, seed)
     costs = separable_costs(problem.objective)
     if costs is None:
         raise NotSeparable(f"--algo exact needs an objective that is a sum of per-block costs (it declares them with "

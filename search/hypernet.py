@@ -82,7 +82,8 @@ from profiler.space import Arch, Space
 
 from .gumbel import gumbel_softmax_st
 from .polish import polish as polish_arch
-from .problem import Problem, SearchResult, finish
+from .decode import shapes, uniform
+from .problem import Problem, SearchResult, finish, table_bytes
 from .projection import argmax_arch
 
 CACHE_FORMAT, CACHE_VERSION = "lutnas-hypernet", 1
@@ -110,8 +111,7 @@ class HyperNet(nn.Module):
 
     def __init__(self, k: int, space: Space, hidden: int, generator: torch.Generator):
         super().__init__()
-        self.a_shape = (space.n_stages, space.max_depth, len(space.configs))
-        self.b_shape = (space.n_stages, len(space.depths))
+        self.a_shape, self.b_shape = shapes(space)  # (α, β) of the space; β has no groups in the cell space
         n_out = int(np.prod(self.a_shape) + np.prod(self.b_shape))
         self.body = nn.Sequential(nn.Linear(k, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.head = nn.Linear(hidden, n_out)
@@ -148,8 +148,8 @@ def simplex_grid(k: int, max_points: int = 200) -> np.ndarray:
 
 def resource_key(res: LinearResource) -> str:
     """Content hash of a resource model: name, unit, Θ, fixed and the space."""
-    h = hashlib.sha256(f"{res.name}|{res.unit}|{res.fixed!r}|{res.space.hash}|".encode())
-    h.update(np.ascontiguousarray(res.theta, dtype=np.float64).tobytes())
+    h = hashlib.sha256(f"{res.name}|{res.unit}|{getattr(res, 'fixed', None)!r}|{res.space.hash}|".encode())
+    h.update(table_bytes(res))
     return h.hexdigest()[:16]
 
 
@@ -187,9 +187,7 @@ def _ref(obj) -> Callable[[], object]:
 
 
 def _probe(space: Space, oracle: _Counted) -> Tuple[float, np.ndarray, np.ndarray]:
-    a = np.full((space.n_stages, space.max_depth, len(space.configs)), 1.0 / len(space.configs))
-    b = np.full((space.n_stages, len(space.depths)), 1.0 / len(space.depths))
-    return oracle(a, b)
+    return oracle(*uniform(space))
 
 
 def _task_scale(ga: np.ndarray, gb: np.ndarray) -> float:

@@ -31,27 +31,9 @@ import numpy as np
 from profiler.model import depth_matrix
 from profiler.space import Arch
 
+from .decode import is_cell
 from .exact import solve_separable
-from .problem import Problem
-
-
-class _Calls:
-    """The objective's value at discrete architectures, memoised, and every oracle call counted."""
-
-    def __init__(self, objective):
-        self.objective, self.calls, self.memo = objective, 0, {}
-
-    def grad(self, alpha, beta):
-        self.calls += 1
-        _, ga, gb = self.objective(alpha, beta)
-        return np.asarray(ga, float), np.asarray(gb, float)
-
-    def value(self, arch: Arch) -> float:
-        key = str(arch)
-        if key not in self.memo:
-            self.calls += 1
-            self.memo[key] = float(self.objective(*arch.one_hot())[0])
-        return self.memo[key]
+from .problem import Calls as _Calls, Problem
 
 
 def linear_model(problem: Problem, alpha: np.ndarray, beta: np.ndarray, calls: _Calls) -> Tuple[np.ndarray, np.ndarray]:
@@ -122,6 +104,10 @@ def polish(problem: Problem, alpha: np.ndarray, beta: np.ndarray, candidates: Se
     Raises:
         InfeasibleTarget: no architecture meets the bounds (``Problem.check`` refuses that earlier).
     """
+    if is_cell(problem.space):  # the cell space's own final step: enumeration (search/cell.py)
+        from .cell import polish_cell
+
+        return polish_cell(problem, alpha, beta, candidates, warm_start, max_evals, patience, relinearise)
     calls = _Calls(problem.objective)
     sp = problem.space
     pool: Dict[str, Tuple[Arch, str]] = {}

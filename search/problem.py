@@ -113,9 +113,15 @@ class Problem:
                                        f"{_fmt(lo, res.unit)} of this space on this "
                                        f"{'LUT' if res.unit == 'ms' else 'model'}", lo, bound, res.name)
         if len(self.resources) > 1:
-            from .exact import min_value
+            from .decode import is_cell
 
-            lo = min_value(self.latency, self.resources[1:])
+            if is_cell(self.space):  # 15,625 cells: every table at once
+                ok = np.all([r.table <= b + self.slack(b) for r, b in self.resources[1:]], axis=0)
+                lo = float(self.latency.table[ok].min()) if ok.any() else np.inf
+            else:
+                from .exact import min_value
+
+                lo = min_value(self.latency, self.resources[1:])
             if not lo <= self.target + self.slack(self.target):
                 others = ", ".join(f"{n} <= {_fmt(b, r.unit)}" for n, (r, b) in zip(self.names[1:],
                                                                                      self.resources[1:]))
@@ -167,6 +173,33 @@ def trace_row(problem: Problem, step: int, loss: float, alpha: np.ndarray, beta:
     return row
 
 
+class Calls:
+    """The objective's value at discrete architectures, memoised, and every oracle call counted (the final discrete
+    steps, ``polish`` and ``cell.polish_cell``)."""
+
+    def __init__(self, objective):
+        self.objective, self.calls, self.memo = objective, 0, {}
+
+    def grad(self, alpha, beta):
+        self.calls += 1
+        _, ga, gb = self.objective(alpha, beta)
+        return np.asarray(ga, float), np.asarray(gb, float)
+
+    def value(self, arch: Arch) -> float:
+        key = str(arch)
+        if key not in self.memo:
+            self.calls += 1
+            self.memo[key] = float(self.objective(*arch.one_hot())[0])
+        return self.memo[key]
+
+
+def table_bytes(res) -> bytes:
+    """What a resource's predictions depend on, for cache keys: Θ of a ``LinearResource``, the whole table of a
+    ``CellLatency`` (the NB201 cell space)."""
+    table = res.theta if hasattr(res, "theta") else res.table
+    return np.ascontiguousarray(table, dtype=np.float64).tobytes()
+
+
 # name -> "module:function" (imported on first use) or the function itself
 ALGOS: Dict[str, Union[str, Callable[..., SearchResult]]] = {
     "exact": "search.exact_search:exact",
@@ -190,8 +223,12 @@ def get_algo(name: str) -> Callable[..., SearchResult]:
 
 
 def as_resource(lut_or_model, name: str = "latency", unit: str = "ms") -> LinearResource:
-    """A LinearResource as is, or a LUT (``profiler.lut.Lut``) through its ``latency_model()``, eq. (3)."""
+    """A LinearResource (or the NB201 space's CellLatency) as is, or a LUT (``profiler.lut.Lut``) through its ``latency_model()``, eq. (3)."""
     if isinstance(lut_or_model, LinearResource):
+        return lut_or_model
+    from profiler.nb201_model import CellLatency
+
+    if isinstance(lut_or_model, CellLatency):  # a table over the NB201 cells (profiler/nb201_model.py)
         return lut_or_model
     if isinstance(lut_or_model, Lut):
         from profiler.trust import api_warnings

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .decode import shapes
 from .problem import Problem, SearchResult, finish, trace_row
 from .projection import argmax_arch
 
@@ -35,8 +36,7 @@ class LogitAdam:
     def __init__(self, space, seed: int, init_std: float, lr: float, b1: float = 0.9, b2: float = 0.999,
                  eps: float = 1e-8):
         rng = np.random.default_rng(seed)
-        self.logits = [rng.normal(0.0, init_std, (space.n_stages, space.max_depth, len(space.configs))),
-                       rng.normal(0.0, init_std, (space.n_stages, len(space.depths)))]
+        self.logits = [rng.normal(0.0, init_std, shape) for shape in shapes(space)]
         self.m = [np.zeros_like(x) for x in self.logits]
         self.v = [np.zeros_like(x) for x in self.logits]
         self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from profiler.nb201 import (CHAIN, EDGES, NB201, NONE, OPS, CellArch, all_archs, all_op_codes, connected, live_edges,
-                            profile_pieces)
+from profiler.nb201 import (CHAIN, CONV3, EDGES, NB201, NONE, OPS, CellArch, all_archs, all_op_codes, connected,
+                            live_edges, profile_pieces, random_archs)
 from profiler.nb201_model import CellLatency, features, piece_table
 from profiler.nb201_torch import build_module
 
@@ -27,7 +27,7 @@ def test_parse_nb201_string():
                                        "skip_connect"]
     assert str(a) == EXAMPLE
     alpha, beta = a.one_hot()
-    assert alpha.shape == (6, 5) and alpha.sum() == 6 and beta.shape == (0,)
+    assert alpha.shape == (6, 5) and alpha.sum() == 6 and beta.shape == (0, 1)
 
 
 @pytest.mark.parametrize("bad, msg", [
@@ -92,11 +92,13 @@ def test_multilinear_model_numpy_torch_and_brute_force_agree():
     out.sum().backward()
     g, gb = m.grad(alpha)
     assert gb is None and np.allclose(at.grad.numpy(), g)
+    v0, g0 = m.value_and_grad(alpha[0])  # the one-α path the searchers call every step
+    assert np.isclose(v0, brute[0]) and np.allclose(g0, g[0]) and np.allclose(m.grad(alpha[0])[0], g[0])
     # one-hot α: the table itself, and ∂/∂α_{e,o} is the table with edge e switched to op o
     a = CellArch.parse(EXAMPLE)
     assert m.predict(*a.one_hot()) == m.predict_arch(a) == m.table[a.index]
     g1, gb1 = m.grad(*a.one_hot())
-    assert gb1.shape == (0,)
+    assert gb1.shape == (0, 1)
     b = CellArch(tuple(4 if e == 2 else o for e, o in enumerate(a.ops)))
     assert np.isclose(g1[2, 4], m.predict_arch(b))
 
@@ -189,3 +191,16 @@ def test_profile_space_nb201_local_end_to_end(tmp_path):
     model = lut.latency_model()
     assert model.min_value() > 0 and model.argmin_arch() == CellArch((NONE,) * 6)
     assert model.argmax_arch().ops == (3,) * 6  # every edge a 3x3 conv
+
+
+def test_params_and_flops_tables_count_the_torch_network():
+    """params_model/flops_model on the cell space: every non-'none' edge's module counts (live or not), the torch
+    network built by profiler/nb201_torch.py has exactly those parameters; FLOPs grow with the convolutions."""
+    from profiler.model import flops_model, params_model
+    from profiler.nb201_torch import Network
+
+    params, flops = params_model(NB201), flops_model(NB201)
+    for a in random_archs(np.random.default_rng(5), 4) + [CellArch((3,) * 6), CellArch((0,) * 6)]:
+        assert params.predict_arch(a) == sum(x.numel() for x in Network(a).parameters())
+    assert flops.argmax_arch() == CellArch((3,) * 6) and flops.argmin_arch().ops.count(CONV3) == 0
+    assert params.max_value() == 1531546  # NAS-Bench-201's largest cell network: 1.53 M parameters

@@ -1,0 +1,114 @@
+"""Every searcher on the NB201 cell space through the `search` CLI: a table fitted by `profile import` from real files
+(a slice of the shared NB201 data), the accuracy surrogate fitted on K sampled rows as the objective, and bad input."""
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from profiler.lut import Lut
+from profiler.nb201 import CellArch
+from search.cli import main as search_main
+from tests.nb201_data import nb201_csv
+
+BIN = Path(sys.executable).parent
+ALGOS = ("exact", "bcsfw", "connas", "dca", "hypernet", "soft")
+# what a HardCoRe result row has (test_search_cli.py), and the surrogate's prediction
+FIELDS = {"arch", "target_ms", "predicted_ms", "params", "flops", "algo", "feasible", "search_s", "objective",
+          "constraints", "searcher", "predicted_accuracy"}
+
+
+def run(*args, timeout=600):
+    return subprocess.run([str(BIN / "search"), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def nb(tmp_path_factory):
+    """(CSV of 1,500 rows of the shared data, a Pi 4 table fitted on 500 of them by `profile import`, state dir)."""
+    tmp = tmp_path_factory.mktemp("nb201search")
+    lines = gzip.open(nb201_csv(), "rt").read().splitlines()
+    csv_path = tmp / "nb201.csv"
+    csv_path.write_text("\n".join(lines[:1501]) + "\n")
+    r = subprocess.run([str(BIN / "profile"), "import", str(csv_path), "--column", "raspi4_ms", "--train", "500",
+                        "--out", str(tmp / "luts")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return csv_path, Path(r.stdout.strip().splitlines()[-1]), tmp / "state"
+
+
+def search(nb, tmp_path, *extra):
+    csv_path, lut, state = nb
+    out = tmp_path / "r.json"
+    r = run("--lut", lut, "--accuracy", csv_path, "--k", "120", "--surrogate", "small", "--state-dir", state,
+            "--steps", "60", "--json", out, *extra)
+    return r, (json.loads(out.read_text()) if out.exists() else None)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_every_searcher_meets_the_target_on_nb201(nb, tmp_path, algo):
+    r, data = search(nb, tmp_path, "--target-ms", "12,25", "--algo", algo)
+    assert r.returncode == 0, r.stderr
+    model = Lut.load(nb[1]).latency_model()
+    assert [x["target_ms"] for x in data["results"]] == [12.0, 25.0]
+    for x in data["results"]:
+        assert FIELDS <= set(x), FIELDS - set(x)
+        arch = CellArch.parse(x["arch"])  # NB201's own format, printed back exactly
+        assert str(arch) == x["arch"] and x["algo"] == algo and x["feasible"]
+        assert x["predicted_ms"] == pytest.approx(model.predict_arch(arch)) and x["predicted_ms"] <= x["target_ms"]
+        assert 0 < x["params"] < 2e6 and "accuracy surrogate of cifar10_acc" in x["objective"]
+    # the looser target is searched from the tighter one's answer: never worse by the surrogate
+    assert data["results"][1]["predicted_accuracy"] >= data["results"][0]["predicted_accuracy"] - 1e-9
+
+
+def test_exact_is_the_best_surrogate_cell_under_the_bound(nb, tmp_path):
+    from search.accuracy import fit_table
+
+    r, data = search(nb, tmp_path, "--target-ms", "20", "--algo", "exact")
+    assert r.returncode == 0, r.stderr
+    table, info = fit_table(nb[0], "cifar10_acc", 120, 0, "small", nb[2])
+    assert info["cache"] == "file" and info["k"] == 120 and info["rows"] == 1500  # fitted once, by the first search
+    lat = Lut.load(nb[1]).latency_model().table
+    best = np.max(np.where(lat <= 20.0, table, -np.inf))
+    assert data["results"][0]["predicted_accuracy"] == pytest.approx(best)
+
+
+def test_confidence_and_a_params_bound_on_nb201(nb, tmp_path):
+    r, data = search(nb, tmp_path, "--target-ms", "20", "--algo", "bcsfw", "--confidence", "0.9",
+                     "--constraint", "params<=0.4M")
+    assert r.returncode == 0, r.stderr
+    x = data["results"][0]
+    c = x["confidence"]
+    assert c["confidence"] == 0.9 and c["target"] == 20.0 and x["params"] <= 4e5
+    assert x["predicted_ms"] <= c["searched_target"] + 1e-9 < 20.0
+    assert "confidence 0.9 for 20 ms" in r.stdout
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--accuracy-column", "cifar11_acc"], "has no column 'cifar11_acc' (accuracies); its columns: index, cifar10_acc"),
+    (["--k", "1501"], "--k 1501: need between 10 and the 1500 rows of"),
+    (["--accuracy", "{noarch}"], "has no column 'arch' (NB201 arch strings); its columns: index, cifar10_acc"),
+    (["--accuracy", "{tmp}/missing.csv"], "missing.csv does not exist"),
+    (["--supernet", "{tmp}/x.pt"], "supernets are of the HardCoRe space"),
+    (["--accuracy", "{noarch}", "--lut", "{hardcore}"], "is a hardcore-mbv3 LUT; an accuracy table is for NB201"),
+])
+def test_bad_accuracy_input_is_one_line(nb, tmp_path, monkeypatch, capsys, extra, msg):
+    csv_path, lut, _ = nb
+    noarch = tmp_path / "noarch.csv"
+    noarch.write_text("index,cifar10_acc\n0,91.0\n")
+    hardcore = Path(__file__).resolve().parent.parent / "luts" / "local" / "hardcore-mbv3" / \
+        "20261122T232635Z-onnxruntime-t1-b1-cal-20261122T233124Z.json"
+    extra = [a.format(tmp=tmp_path, noarch=noarch, hardcore=hardcore) for a in extra]
+    argv = ["--lut", lut, "--target-ms", "20", "--accuracy", csv_path, "--surrogate", "small",
+            "--state-dir", tmp_path / "state", "--json", tmp_path / "r.json"]
+    for i in range(0, len(extra), 2):  # a later option replaces the default one
+        if extra[i] in argv:
+            argv[argv.index(extra[i]) + 1] = extra[i + 1]
+        else:
+            argv += extra[i:i + 2]
+    code = search_main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 14, err
+    assert len(err.strip().splitlines()) == 1 and msg in err and "Traceback" not in err
+    assert out == "" and not (tmp_path / "r.json").exists() and not (tmp_path / "state").exists()

@@ -32,7 +32,7 @@ from profiler.model import depth_matrix
 from profiler.space import Arch
 
 from .exact import solve_separable
-from .problem import Problem
+from .problem import Problem, objective_value
 
 
 class _Calls:
@@ -50,7 +50,7 @@ class _Calls:
         key = str(arch)
         if key not in self.memo:
             self.calls += 1
-            self.memo[key] = float(self.objective(*arch.one_hot())[0])
+            self.memo[key] = objective_value(self.objective, *arch.one_hot())
         return self.memo[key]
 
 
@@ -111,8 +111,10 @@ def polish(problem: Problem, alpha: np.ndarray, beta: np.ndarray, candidates: Se
         candidates: the searcher's own architectures (infeasible ones are skipped).
         warm_start: architectures of a tighter target in a sweep; kept if they meet these bounds.
         max_evals: cap on the local search's objective evaluations (the linearisations and the candidates' values
-            are counted in ``polish_evals`` too, but not capped: a handful).
-        patience: stop the local search after this many evaluated moves in a row without improvement.
+            are counted in ``polish_evals`` too, but not capped: a handful); at least the objective's
+            ``polish_evals`` attribute, if it has one.
+        patience: stop the local search after this many evaluated moves in a row without improvement (at least the
+            objective's ``polish_patience``).
         relinearise: at most this many further linearisations at the best architecture.
 
     Returns:
@@ -122,6 +124,9 @@ def polish(problem: Problem, alpha: np.ndarray, beta: np.ndarray, candidates: Se
     Raises:
         InfeasibleTarget: no architecture meets the bounds (``Problem.check`` refuses that earlier).
     """
+    # an oracle whose discrete values are exact and cheap (search/oracle.py) may ask for a longer local search
+    max_evals = max(max_evals, getattr(problem.objective, "polish_evals", 0))
+    patience = max(patience, getattr(problem.objective, "polish_patience", 0))
     calls = _Calls(problem.objective)
     sp = problem.space
     pool: Dict[str, Tuple[Arch, str]] = {}

@@ -8,8 +8,11 @@ both ζ's block and ξ, so the Frank-Wolfe update (eq. (9))
 
     ζ_{t+1} = (1 − γ_t) ζ_t + γ_t ξ_t,        γ_t = 4 / (t + 4), t = 1, 2, ...   (default)
 
-stays feasible at every step. The gradient may be a stochastic estimate (a minibatch of the supernet); ``momentum``
-averages it over steps (stochastic FW with momentum, as the paper's implementation does).
+stays feasible at every step. The gradient may be a stochastic estimate (search/oracle.py); ``momentum`` averages it
+over steps (stochastic FW with momentum, as the paper's implementation does): a constant m, or "decay" — the
+averaging weight ρ_t = 4 / (t + 8)^{2/3} of stochastic conditional gradient (Mokhtari, Hassani, Karbasi, JMLR 2020,
+Alg. 1), whose direction averages ever more calls, so the noise of d_t shrinks and the LP vertices (and the argmax
+the stopping rule watches) settle. An oracle's ``momentum`` attribute is the default (the supernet oracle's: "decay").
 
 The start must be feasible and is found here, not assumed (phase 1): alternating block LPs minimise the largest
 relative violation max_k (R_k − T_k)/|T_k| until it is ≤ 0 — with one bound that reaches the minimum-latency
@@ -21,7 +24,7 @@ objective, as measured in docs/search-core.md — then rounding of the few fract
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -29,8 +32,9 @@ from profiler.space import Arch
 
 from .decode import is_cell
 from .polish import polish as polish_arch
-from .problem import Problem, SearchResult, finish, trace_row
-from .projection import lmo_alpha, lmo_beta, project
+from .problem import Problem, SearchResult, finish, objective_value, trace_row
+from .projection import argmax_arch, lmo_alpha, lmo_beta, project
+from .stopping import Stopping, default_patience
 
 
 def default_gamma(t: int) -> float:
@@ -130,9 +134,9 @@ def _max_step(problem: Problem, alpha, beta, new_a, new_b) -> float:
 
 
 def bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optional[Callable[[int], float]] = None,
-          momentum: float = 0.0, p_alpha: float = 0.5, max_candidates: int = 4096,
+          momentum: Union[float, str, None] = None, p_alpha: float = 0.5, max_candidates: int = 4096,
           vertex_by: str = "both", polish: bool = True, polish_evals: int = 64,
-          warm_start: Sequence[Arch] = ()) -> SearchResult:
+          warm_start: Sequence[Arch] = (), patience: Optional[int] = None, gap_tol: float = 0.0) -> SearchResult:
     """HardCoRe-NAS Algorithm 1 on ``problem``; returns a feasible discrete architecture.
 
     Args:
@@ -140,7 +144,8 @@ def bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optional[Cal
         seed: seeds the block choice; the result is a deterministic function of (problem, seed) for a
             deterministic objective.
         gamma: step size schedule t -> γ_t, called with t = 1..steps; default 4 / (t + 4).
-        momentum: m in [0, 1): the LP sees d_t = m d_{t-1} + (1 − m) ∇f(ζ_t); 0 uses the gradient as is.
+        momentum: m in [0, 1): the LP sees d_t = m d_{t-1} + (1 − m) ∇f(ζ_t); 0 uses the gradient as is; "decay":
+            m_t = 1 − ρ_t (module docstring); default the objective's ``momentum`` attribute, else 0.
         p_alpha: probability of updating the α block at a step (eq. (8)); β otherwise.
         max_candidates: rounding enumerates at most this many completions of the fractional groups.
         vertex_by: the projection's LP objective: "closeness" (eq. (13)), "objective" (projection.lp_vertex) or
@@ -149,13 +154,18 @@ def bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optional[Cal
             projection as it is.
         polish_evals: cap on the local search's objective evaluations.
         warm_start: feasible architectures of a tighter target (a sweep), candidates of the polish.
+        patience, gap_tol: stop once the argmax of (α, β) is unchanged for ``patience`` steps or the mean FW gap of
+            those steps is ≤ gap_tol·|f| (search/stopping.py); default: the objective's ``patience`` (0: no early
+            stop). ``info`` reports ``steps_used`` and ``stopped``, each trace row its ``fw_gap``.
     """
+    momentum = getattr(problem.objective, "momentum", 0.0) if momentum is None else momentum
     if is_cell(problem.space):  # one block per edge of the multilinear cell tables: search/cell_fw.py
         from .cell_fw import cell_bcsfw
 
-        return cell_bcsfw(problem, steps, seed, gamma, momentum, polish, polish_evals, warm_start)
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        return cell_bcsfw(problem, steps, seed, gamma, 0.0 if momentum == "decay" else momentum, polish,
+                          polish_evals, warm_start)
+    if momentum != "decay" and not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
+        raise ValueError(f"momentum must be in [0, 1) or 'decay', got {momentum!r}")
     if not 0.0 <= p_alpha <= 1.0:
         raise ValueError(f"p_alpha must be in [0, 1], got {p_alpha!r}")
     gamma = gamma or default_gamma
@@ -164,23 +174,27 @@ def bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optional[Cal
     bounds = problem.resources
     d_alpha = d_beta = None
     trace, lp_s, step_s = [], 0.0, 0.0
+    stop = Stopping(default_patience(problem.objective, patience), gap_tol=gap_tol)
     for t in range(steps):
         t0 = time.perf_counter()
         loss, g_alpha, g_beta = problem.objective(alpha, beta)
         if d_alpha is None:
             d_alpha, d_beta = np.asarray(g_alpha, float), np.asarray(g_beta, float)
         else:
-            d_alpha = momentum * d_alpha + (1.0 - momentum) * np.asarray(g_alpha, float)
-            d_beta = momentum * d_beta + (1.0 - momentum) * np.asarray(g_beta, float)
+            m = 1.0 - 4.0 / (t + 8.0) ** (2.0 / 3.0) if momentum == "decay" else momentum
+            d_alpha = m * d_alpha + (1.0 - m) * np.asarray(g_alpha, float)
+            d_beta = m * d_beta + (1.0 - m) * np.asarray(g_beta, float)
         row = trace_row(problem, t, loss, alpha, beta)  # f(ζ_t) and every R_k(ζ_t)
         block = "alpha" if rng.random() < p_alpha else "beta"
         t1 = time.perf_counter()
         xi = lmo_alpha(d_alpha, beta, bounds) if block == "alpha" else lmo_beta(d_beta, alpha, bounds)
         t_lp = time.perf_counter() - t1
         g = gamma(t + 1)
+        gap = None
         if xi is None:  # only if ζ_t itself drifted over a bound, which _max_step prevents; stay put
             g = 0.0
         else:
+            gap = float(np.sum(d_alpha * (alpha - xi))) if block == "alpha" else float(np.sum(d_beta * (beta - xi)))
             new_a, new_b = (xi, beta) if block == "alpha" else (alpha, xi)
             g = min(g, _max_step(problem, alpha, beta, new_a, new_b))
             if block == "alpha":
@@ -189,13 +203,15 @@ def bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optional[Cal
                 beta = (1.0 - g) * beta + g * xi
         dt = time.perf_counter() - t0
         lp_s, step_s = lp_s + t_lp, step_s + dt
-        row.update(block=block, gamma=g, lp_s=t_lp, step_s=dt)
+        row.update(block=block, gamma=g, lp_s=t_lp, step_s=dt, fw_gap=gap)
         trace.append(row)
-    loss = problem.objective(alpha, beta)[0]
-    trace.append(trace_row(problem, steps, loss, alpha, beta))
+        if stop.update(str(argmax_arch(problem.space, alpha, beta)), gap, loss):
+            break
+    loss = objective_value(problem.objective, alpha, beta)
+    trace.append(trace_row(problem, stop.steps, loss, alpha, beta))
     arch, info = project(problem.space, alpha, beta, bounds, max_candidates=max_candidates,
                          objective=problem.objective, vertex_by=vertex_by)
-    info.update(start=start, lp_s=lp_s, step_s=step_s, steps=steps)
+    info.update(start=start, lp_s=lp_s, step_s=step_s, steps=steps, **stop.info())
     if polish:
         arch, more = polish_arch(problem, alpha, beta, [arch], warm_start, max_evals=polish_evals)
         info.update(more)

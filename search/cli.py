@@ -23,6 +23,7 @@ from profiler.errors import BadInput, ExitStatus, LutnasError
 from profiler.files import atomic_write_json
 from profiler.lut import Lut
 from search.decode import is_cell
+from search.stopping import ORACLE_PATIENCE
 
 
 class Infeasible(LutnasError):
@@ -31,7 +32,7 @@ class Infeasible(LutnasError):
 
 # what the JSON keeps of a searcher's info: the work it did and whether reusable state was reused
 SEARCHER_INFO = ("runs", "sweep_runs", "graph_source", "kprime", "trained", "cache", "evaluations", "objective_evals",
-                 "violating_steps")
+                 "violating_steps", "steps", "steps_used", "stopped", "polish_evals", "warm_start_won", "shared_answer")
 
 
 def parse_constraint(text: str, luts_root: Path, space=None, notes: Optional[list] = None):
@@ -105,11 +106,15 @@ def search_parser() -> argparse.ArgumentParser:
                    "trees + MLPs with CV (default), or a smaller, faster one")
     p.add_argument("--constraint", action="append", default=[], metavar="SPEC",
                    help="extra constraint, repeatable: params<=4M, flops<=300M, DEVICE:latency<=40ms")
-    p.add_argument("--oracle", choices=("sampled", "mixture", "fixed"), default="fixed",
-                   help="with --supernet: the expected-output mixture on one fixed 256-image batch (default), "
-                   "sampled paths on rotating validation mini-batches, or the mixture on them (search/oracle.py; "
-                   "not yet shown faster end to end: docs/BENCHMARKS.md)")
-    p.add_argument("--steps", type=int_range(1), default=300)
+    p.add_argument("--oracle", choices=("paired", "score", "mixture", "fixed"), default="paired",
+                   help="with --supernet: how the searchers' gradient is estimated (search/oracle.py): paired probes "
+                   "of sampled paths on rotating validation mini-batches (default), the score function over "
+                   "sampled paths, the expected-output mixture on the mini-batches, or the mixture on one fixed "
+                   "256-image batch (the old oracle: minutes per target). Costs: docs/BENCHMARKS.md")
+    p.add_argument("--steps", type=int_range(1), default=300, help="step cap of the relaxed searchers (default 300)")
+    p.add_argument("--patience", type=int_range(0), metavar="N", help="bcsfw, connas, dca, hypernet: stop once the "
+                   "argmax architecture is unchanged for N steps; 0 runs every step (default: the oracle's, "
+                   "%d with a --supernet oracle other than fixed, else 0)" % ORACLE_PATIENCE)
     p.add_argument("--draws", type=int_range(1), metavar="N",
                    help="hypernet: complexity vectors S drawn per training step "
                    "(default 16); training costs steps x draws objective calls")
@@ -135,7 +140,7 @@ def search_parser() -> argparse.ArgumentParser:
 
 def run_search(args) -> int:
     from profiler.model import flops_model, params_model
-    from search.problem import ALGOS, InfeasibleTarget, solve
+    from search.problem import ALGOS, InfeasibleTarget, objective_value, share_answers, solve
 
     targets = parse_targets(args.target_ms)
     if args.algo is None:
@@ -179,7 +184,7 @@ def run_search(args) -> int:
             f"{args.surrogate}"
     elif args.supernet:
         from search.checkpoint import load_checkpoint
-        from search.supernet import make_objective
+        from search.oracle import fixed_objective
         from search.data import load_data
         from search.train import evaluate as eval_arch
 
@@ -188,7 +193,7 @@ def run_search(args) -> int:
         data = load_data(train.get("data", "digits"), net.settings.resolution)
         if args.oracle == "fixed":  # the expected-output mixture on the first 256 validation images (as before)
             xb, yb = next(iter(data.batches("val", batch_size=256, shuffle=False)))
-            objective = make_objective(net, (xb, yb))
+            objective = fixed_objective(net, (xb, yb))
         else:  # rotating mini-batches, sampled paths or the mixture, cached stem; one oracle for every target
             from search.oracle import SupernetOracle
 
@@ -204,7 +209,7 @@ def run_search(args) -> int:
     from search.confidence import calibration, tighten
 
     cal = calibration(args, lut)
-    results, found, infeasible = [], [], []
+    solved, found, infeasible = [], [], []
     # tightest target first, each warm-started from the tighter ones' answers: a looser budget is never worse
     for t in sorted(targets):
         t0 = time.monotonic()
@@ -216,14 +221,19 @@ def run_search(args) -> int:
             if conf:  # what the margin cost: the same search at the untightened target
                 plain = solve(latency, t, objective, algo=args.algo, constraints=constraints, steps=args.steps,
                               seed=args.seed, **options)
-                conf["objective"] = float(objective(*r.arch.one_hot())[0])
-                conf["objective_without_margin"] = float(objective(*plain.arch.one_hot())[0])
+                conf["objective"] = objective_value(objective, *r.arch.one_hot())
+                conf["objective_without_margin"] = objective_value(objective, *plain.arch.one_hot())
         except InfeasibleTarget as exc:
             infeasible.append({"target_ms": t, "reason": str(exc)})  # reported at the end; the others still run
             continue
+        solved.append((t, conf, r, time.monotonic() - t0))
+        found += [r.arch] if r.feasible else []
+    # and back: a looser target's search may have found an architecture that meets a tighter bound better
+    results = []
+    for (t, conf, _, search_s), r in zip(solved, share_answers([x[2] for x in solved])):
         row = {"arch": str(r.arch), "target_ms": t, "predicted_ms": float(latency.predict_arch(r.arch)),
                "params": int(round(params.predict_arch(r.arch))), "flops": int(round(flops.predict_arch(r.arch))),
-               "algo": args.algo, "feasible": bool(r.feasible), "search_s": round(time.monotonic() - t0, 2),
+               "algo": args.algo, "feasible": bool(r.feasible), "search_s": round(search_s, 2),
                "objective": what, "constraints": {res.name: {"value": float(res.predict_arch(r.arch)), "bound": b}
                                                   for res, b in constraints}}
         row["searcher"] = {k: r.info[k] for k in SEARCHER_INFO if k in r.info}
@@ -241,7 +251,6 @@ def run_search(args) -> int:
             row["val_loss"] = objective.true_loss(r.arch)
             row["oracle"] = dict(objective.stats)
         results.append((r.arch, row))
-        found.append(r.arch)
     if not results:
         raise Infeasible("; ".join(x["reason"] for x in infeasible))
     results.sort(key=lambda ar: targets.index(ar[1]["target_ms"]))
@@ -301,13 +310,16 @@ def state_dir(args) -> Optional[Path]:
 
 
 def algo_options(args, objective_key: str) -> dict:
-    """Searcher-specific keyword arguments from the command line: draws, and where reusable state is kept."""
-    from profiler.export import cache_dir
-
+    """Searcher-specific keyword arguments from the command line: draws, patience, and where reusable state is
+    kept."""
     if args.draws is not None and args.algo != "hypernet":
         raise BadInput(f"--draws is a hypernet setting; --algo {args.algo} does not take it")
     if args.draws is not None and args.draws < 1:
         raise BadInput(f"--draws {args.draws}: need at least 1")
+    if args.patience is not None and args.algo not in ("bcsfw", "connas", "dca", "hypernet"):
+        raise BadInput(f"--patience is a setting of bcsfw, connas, dca and hypernet; --algo {args.algo} does not "
+                       f"take it")
+    stop = {} if args.patience is None else {"patience": args.patience}
     state = state_dir(args)
     if state is not None and args.algo in ("dca", "hypernet"):
         try:
@@ -316,13 +328,14 @@ def algo_options(args, objective_key: str) -> dict:
             raise BadInput(f"--state-dir {str(state)!r} cannot be created ({exc.strerror}); choose another "
                            f"or pass --state-dir ''") from None
     if args.algo == "dca":
-        return {} if state is None else {"objective_key": objective_key, "graph_path": state / "dca-graphs.json"}
+        return stop if state is None else {"objective_key": objective_key, "graph_path": state / "dca-graphs.json",
+                                           **stop}
     if args.algo == "hypernet":
-        opts = {} if args.draws is None else {"batch": args.draws}
+        opts = dict(stop) if args.draws is None else {"batch": args.draws, **stop}
         if state is not None:
             opts["cache_path"] = state / f"hypernet-{objective_key}.pt"
         return opts
-    return {}
+    return stop
 
 
 def verify(args, archs, rows, lut) -> Optional[str]:

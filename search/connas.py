@@ -57,7 +57,7 @@ the whole search), ``selected_from`` ("late", "earlier" or "none-feasible").
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -65,9 +65,10 @@ from profiler.model import LinearResource
 from profiler.space import Arch
 
 from .polish import polish as polish_arch
-from .problem import Problem, SearchResult, finish, trace_row
+from .problem import Problem, SearchResult, finish, objective_value, trace_row
 from .projection import argmax_arch
 from .soft import LogitAdam, _softmax, _softmax_backward
+from .stopping import Stopping, default_patience
 
 SQRT2 = np.sqrt(2.0)
 
@@ -190,7 +191,7 @@ def modified_gradients(alpha: np.ndarray, beta: np.ndarray, g_alpha: np.ndarray,
 def connas(problem: Problem, steps: int = 300, seed: int = 0, R: float = 1.2, eps: float = 1e-3, lr: float = 0.05,
            late_frac: float = 0.5, on: str = "alpha", optimizer: str = "adam",
            init_std: float = 1e-3, polish: bool = True, polish_evals: int = 64,
-           warm_start: Sequence[Arch] = ()) -> SearchResult:
+           warm_start: Sequence[Arch] = (), patience: Optional[int] = None) -> SearchResult:
     """CONNAS: descent on softmax logits with the gradient modified while the argmax architecture violates a bound;
     returns the best feasible argmax architecture of the late steps.
 
@@ -211,6 +212,8 @@ def connas(problem: Problem, steps: int = 300, seed: int = 0, R: float = 1.2, ep
             (exact solve of the linearisation, local search; feasible whenever the bounds can be met).
         polish_evals: cap on the local search's objective evaluations.
         warm_start: feasible architectures of a tighter target (a sweep), candidates of the polish.
+        patience: stop once the argmax is unchanged for this many steps (search/stopping.py; default: the
+            objective's ``patience``, 0 for none); the late window is then the last ``late_frac`` of the steps run.
     """
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"unknown optimizer {optimizer!r}; expected 'adam' or 'sgd'")
@@ -223,11 +226,11 @@ def connas(problem: Problem, steps: int = 300, seed: int = 0, R: float = 1.2, ep
     sp = problem.space
     opt = LogitAdam(sp, seed, init_std, lr)
     logits = opt.logits  # updated in place below (SGD) or by opt.step (Adam)
-    late_start = steps - int(np.ceil(late_frac * steps))
     seen: Dict[str, Tuple[Arch, bool]] = {}  # arch string -> (arch, feasible), in order of first sight
-    late: Dict[str, Arch] = {}
+    history: List[Arch] = []  # the argmax architecture of every step
     trace: List[dict] = []
     violating_steps = 0
+    stop = Stopping(default_patience(problem.objective, patience))
     for t in range(steps + 1):
         alpha, beta = _softmax(logits[0]), _softmax(logits[1])  # α: block configs, β: depths, eq. (3)
         loss, g_alpha, g_beta = problem.objective(alpha, beta)
@@ -237,10 +240,9 @@ def connas(problem: Problem, steps: int = 300, seed: int = 0, R: float = 1.2, ep
         violated = [(res, bound) for (res, bound), val in zip(problem.resources, values)
                     if val > bound + problem.slack(bound)]
         seen.setdefault(str(arch), (arch, not violated))
-        if t >= late_start:
-            late.setdefault(str(arch), arch)
+        history.append(arch)
         trace.append(trace_row(problem, t, loss, alpha, beta, violated=len(violated), arch_latency=values[0]))
-        if t == steps:
+        if t == steps or stop.update(str(arch)):  # an early stop keeps the last step's argmax as its end point
             break
         g_alpha, g_beta = np.asarray(g_alpha, float), np.asarray(g_beta, float)
         violating_steps += bool(violated)
@@ -257,15 +259,17 @@ def connas(problem: Problem, steps: int = 300, seed: int = 0, R: float = 1.2, ep
         else:
             opt.step(grads, t)
 
+    run = len(history) - 1  # steps taken
+    late: Dict[str, Arch] = {str(a): a for a in history[run - int(np.ceil(late_frac * run)):]}
     late_feasible = [a for a in late.values() if problem.feasible_arch(a)]
     if late_feasible:
         pool, selected_from = late_feasible, "late"
     else:  # say where the result came from; an infeasible one is flagged by finish(), never hidden
         earlier = [a for a, ok in seen.values() if ok]
         pool, selected_from = (earlier, "earlier") if earlier else (list(late.values()), "none-feasible")
-    losses = [float(problem.objective(*a.one_hot())[0]) for a in pool]  # validation loss of each subnet
+    losses = [objective_value(problem.objective, *a.one_hot()) for a in pool]  # validation loss of each subnet
     best = int(np.argmin(losses))
-    info = {"objective_evals": steps + 1 + len(pool), "violating_steps": violating_steps,
+    info = {"objective_evals": run + 1 + len(pool), "violating_steps": violating_steps, **stop.info(), "steps_used": run,
             "late_archs": len(late), "late_feasible": len(late_feasible), "evaluated_archs": len(pool),
             "distinct_archs": len(seen), "selected_from": selected_from, "selected_loss": losses[best],
             "R": R, "eps": eps, "lr": lr, "late_frac": late_frac, "on": on, "optimizer": optimizer, "steps": steps}

@@ -33,10 +33,9 @@ Different from the paper, and why:
   points it is interpolated linearly. If the search at the picked K' still returns a discrete architecture over the
   latency bound (the graph is noisy between grid points), the failed run becomes a point of the graph and K' is read
   again — between the last grid point ≤ K and the failure, like bisection — and the last of at most ``max_extra``
-  more runs takes that grid point itself. Every run, sweep and final, has the same length (``steps`` capped at
-  ``sweep_steps``), so with a deterministic objective (and the other bounds' K' untouched) that grid point
-  reproduces the sweep's run and meets the latency bound (the runs that chose this: docs/searcher-measurements.md, DCA). A result
-  that never gets feasible is returned with ``feasible=False``, never hidden.
+  more runs takes that grid point itself. Every run has the same settings (``steps`` capped at ``sweep_steps``, one
+  stopping rule), so with a deterministic objective (other bounds' K' untouched) that grid point reproduces the
+  sweep's run and meets the bound (docs/searcher-measurements.md, DCA); else ``feasible=False``, never hidden.
 - Several bounds: the graph is built for the first (latency) bound only; the other bounds stay Lagrangian terms with
   K' = K (each with its own multiplier). ``finish`` checks the discrete result against every bound; when another bound
   is missed, its K' shrinks by the amount it was missed by (doubled on each further miss) for the next run.
@@ -61,6 +60,7 @@ from .polish import polish as polish_arch
 from .problem import Problem, SearchResult, finish, table_bytes, trace_row
 from .projection import argmax_arch
 from .soft import LogitAdam, _softmax_backward
+from .stopping import Stopping, default_patience
 
 # History of the graph file layout:
 # 1 — {"schema_version": 1, "graphs": {key: LookupGraph fields}}
@@ -94,6 +94,7 @@ class Settings:
     lr: float = 0.1  # Adam step size on the logits
     eta: float = 2.0  # dual step, relative to the gradient-scale ratio (module docstring)
     init_std: float = 1e-3  # logits start at N(0, init_std²): near uniform α, β
+    patience: int = 0  # a run ends once its argmax is unchanged this many steps (search/stopping.py; 0: never)
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Run:
     beta: np.ndarray
     lam: np.ndarray  # final λ_k, one per resource
     trace: List[dict]
+    steps_used: int = 0  # gradient steps taken (fewer than settings.steps when the stopping rule ended the run)
 
 
 def lagrangian_search(problem: Problem, kprime: Sequence[float], settings: Settings = Settings(),
@@ -123,7 +125,7 @@ def lagrangian_search(problem: Problem, kprime: Sequence[float], settings: Setti
     opt = LogitAdam(sp, seed, settings.init_std, settings.lr)
     lam = np.zeros(len(kp))  # λ_k ≥ 0, learned
     eta = None
-    trace: List[dict] = []
+    trace, stop = [], Stopping(settings.patience)  # trace: one row per step
     for t in range(settings.steps + 1):
         alpha, beta = opt.probs()  # relaxed ζ
         loss, g_alpha, g_beta = problem.objective(alpha, beta)
@@ -144,11 +146,11 @@ def lagrangian_search(problem: Problem, kprime: Sequence[float], settings: Setti
             g_b = g_b + lam[i] / kp[i] * gb
         trace.append(trace_row(problem, t, loss, alpha, beta, lagrangian=float(loss + lam @ viol),
                                **{f"lambda:{n}": float(x) for n, x in zip(problem.names, lam)}))
-        if t == settings.steps:
+        if t == settings.steps or stop.update(str(argmax_arch(sp, alpha, beta))):
             break
         opt.step([_softmax_backward(alpha, g_a), _softmax_backward(beta, g_b)], t)  # primal descent
         lam = np.maximum(0.0, lam + eta * viol)  # dual ascent, projected on λ ≥ 0
-    return Run(argmax_arch(sp, alpha, beta), alpha, beta, lam, trace)
+    return Run(argmax_arch(sp, alpha, beta), alpha, beta, lam, trace, t)
 
 
 # --- the lookup graph -------------------------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ def graph_key(problem: Problem, objective_key: str, seed: int, settings: Setting
     """Hash of everything a sweep's result depends on except the latency target."""
     h = hashlib.sha256()
     h.update(json.dumps({"space": problem.space.name, "objective": objective_key, "seed": seed,
-                         "settings": asdict(settings), "grid": grid,
+                         "settings": {k: v for k, v in asdict(settings).items() if v or k != "patience"}, "grid": grid,
                          "version": SCHEMA_VERSION}, sort_keys=True).encode())
     for i, (res, bound) in enumerate(problem.resources):
         h.update(table_bytes(res))
@@ -274,13 +276,14 @@ def lookup_graph(problem: Problem, seed: int = 0, settings: Settings = Settings(
                 return graph, 0, "file"
     others = [float(b) for _, b in problem.resources[1:]]
     lat = problem.latency
-    grid, raw, archs = [], [], []
+    grid, raw, archs, evals = [], [], [], []
 
     def point(kp: float) -> Run:
         run = lagrangian_search(problem, [kp] + others, settings, seed)
         grid.append(float(kp))
         raw.append(lat.predict_arch(run.arch))
         archs.append(str(run.arch))
+        evals.append(run.steps_used + 1)
         return run
 
     if kprime is not None:
@@ -295,7 +298,7 @@ def lookup_graph(problem: Problem, seed: int = 0, settings: Settings = Settings(
         top = max(raw[0], float(lat.predict(top_run.alpha, top_run.beta)))
         for kp in np.linspace(lo, top, points - 1) if top > lo else []:
             point(kp)
-    graph = LookupGraph.from_points(key, grid, raw, archs, asdict(settings))
+    graph = LookupGraph.from_points(key, grid, raw, archs, dict(asdict(settings), sweep_evals=sum(evals)))
     _remember(key, graph, problem, named=objective_key is not None)
     if graph_path is not None:
         _write_graph(Path(graph_path), graph)
@@ -327,7 +330,7 @@ def dca(problem: Problem, steps: int = 300, seed: int = 0, sweep_steps: int = 10
         lr: float = 0.1, eta: float = 2.0, init_std: float = 1e-3, max_extra: int = 3,
         objective_key: Optional[str] = None, graph_path=None, reuse: bool = True,
         interpolate: bool = True, polish: bool = True, polish_evals: int = 64,
-        warm_start: Sequence[Arch] = ()) -> SearchResult:
+        warm_start: Sequence[Arch] = (), patience: Optional[int] = None) -> SearchResult:
     """DCA-NAS on ``problem``: lookup graph (swept or reused), search at the K' it gives, step down if infeasible.
 
     Args:
@@ -342,17 +345,18 @@ def dca(problem: Problem, steps: int = 300, seed: int = 0, sweep_steps: int = 10
         interpolate: read K' between grid points (else the grid point itself).
         polish, polish_evals, warm_start: the final discrete step from the last run's (α, β) (``polish.polish``;
             its argmax and the warm starts are candidates), its local-search cap, a tighter target's answers.
+        patience: a run ends once its argmax is unchanged this many steps (default: the objective's, 0 for none).
 
     Returns:
         SearchResult with ``info``: runs (sweep + final), sweep_runs (0 when the graph was reused), final_runs,
-        objective_evals, run_steps, kprime (the K' of the returned run) and kprime_tried, kprime_others (the K' of
-        the other bounds), lambda (final λ per resource), graph_reused, graph_source, graph_key, graph (points).
+        objective_evals, run_steps, steps_used and stopped (the returned run's), kprime (its K') and kprime_tried,
+        kprime_others (other bounds' K'), lambda (final λ per resource), graph_reused, graph_source, graph_key, graph.
     """
     if steps < 1 or sweep_steps < 1:
         raise ValueError(f"steps and sweep_steps must be ≥ 1, got {steps}, {sweep_steps}")
     if max_extra < 0:
         raise ValueError(f"max_extra must be ≥ 0, got {max_extra}")
-    settings = Settings(steps=min(steps, sweep_steps), lr=lr, eta=eta, init_std=init_std)
+    settings = Settings(min(steps, sweep_steps), lr, eta, init_std, default_patience(problem.objective, patience))
     graph, sweep_runs, source = lookup_graph(problem, seed, settings, points, objective_key, graph_path, reuse)
     kp, _ = invert(graph, problem.target, interpolate)
     if kp is None:  # even the smallest K' of the sweep gave too much latency: shrink it in proportion
@@ -360,10 +364,11 @@ def dca(problem: Problem, steps: int = 300, seed: int = 0, sweep_steps: int = 10
     others = [float(b) for _, b in problem.resources[1:]]  # K' = K for the other bounds, at first
     tried: List[List[float]] = []
     failed: Dict[float, float] = {}
-    shrinks = [0] * len(others)
+    shrinks, evals = [0] * len(others), graph.settings.get("sweep_evals", 0) if sweep_runs else 0
     for attempt in range(max_extra + 1):
         run = lagrangian_search(problem, [kp] + others, settings, seed)
         tried.append([kp] + others)
+        evals += run.steps_used + 1
         if problem.feasible_arch(run.arch) or attempt == max_extra:
             break
         values = [res.predict_arch(run.arch) for res, _ in problem.resources]
@@ -381,11 +386,12 @@ def dca(problem: Problem, steps: int = 300, seed: int = 0, sweep_steps: int = 10
         if min(others, default=1.0) <= 0.0:  # shrunk past zero: no K' left to try; the final discrete step decides
             break
     info = {"runs": sweep_runs + len(tried), "sweep_runs": sweep_runs, "final_runs": len(tried),
-            "objective_evals": (sweep_runs + len(tried)) * (settings.steps + 1), "run_steps": settings.steps,
+            "objective_evals": evals, "run_steps": settings.steps, "steps_used": run.steps_used,
             "kprime": tried[-1][0], "kprime_tried": [t[0] for t in tried], "kprime_others": tried[-1][1:],
             "lambda": {n: float(x) for n, x in zip(problem.names, run.lam)}, "graph_reused": source != "sweep",
-            "graph_source": source, "graph_key": graph.key,
-            "graph": {"kprime": graph.kprime, "raw": graph.raw, "value": graph.value}}
+            "graph_source": source, "graph_key": graph.key, "graph": {"kprime": graph.kprime, "raw": graph.raw,
+                                                                       "value": graph.value}}
+    info["stopped"] = f"argmax unchanged for {settings.patience} steps" if run.steps_used < settings.steps else "step cap"
     arch = run.arch
     if polish:
         arch, more = polish_arch(problem, run.alpha, run.beta, [arch], warm_start, max_evals=polish_evals)

@@ -9,8 +9,7 @@ complexity control", 2021) with FBNet's measured-latency loss and Gumbel-softmax
     architecture sample    γ ~ GS(H_a(S), t),   t annealed linearly 1.0 → 0.2 over training
     single-level loss      min_a  E_{S ~ U(Δ^K)} E_{γ ~ GS(H_a(S), t)} [ L_task(γ) + κ · Latency(γ) ]    (§2.2)
 
-Latency(γ) is the LUT sum of the sampled blocks — here HardCoRe-NAS eq. (3), ``LinearResource.predict_torch`` on the
-sampled one-hot (α, β), differentiable in them.
+Latency(γ) is the LUT sum of the sampled blocks: HardCoRe-NAS eq. (3), ``LinearResource.predict_torch`` at γ.
 
 **How S sets the trade-off (this module's exact mapping).** With K bounded resources R_1 (the latency) … R_K,
 S = (s_0, s_1, …, s_K) weights the task and each resource; per sample the loss is::
@@ -22,37 +21,32 @@ S = (s_0, s_1, …, s_K) weights the task and each resource; per sample the loss
   ∂f/∂β_{s,j} (for an f that is a sum over the chosen blocks, its range over the space up to the depth weights), so
   both kinds of term span ~1 and κ = 1 balances them. S = (1, 0, …) asks for the task's favourite architecture,
   S = e_k for the smallest R_k; s_k/s_0 acts as a Lagrange multiplier sweeping the trade-off in between.
-- S ~ Dirichlet(1), the uniform distribution on the simplex (the paper's code draws normalised Exp(1)), ``batch``
-  draws per step. With one bound S = (s_0, s_1) and the s_1 term is the paper's κ·Latency.
+- S ~ Dirichlet(1) (uniform on Δ^K; the paper's code: normalised Exp(1)), ``batch`` draws per step; one bound gives
+  S = (s_0, s_1), the s_1 term the paper's κ·Latency.
 
-**After training** (once per problem; cached): the deterministic architecture of each S on a simplex grid is the
-argmax of H(S) (HardCoRe eq. (12)); each member is scored by the oracle at its one-hot (α, β) (the validation loss)
-and by every resource. Among the members meeting every bound the best loss wins, after sampling the S segment from
-it towards the nearest better-loss infeasible member more finely. If no member meets the bounds, S is refined from
-the least-violating member towards the corner of the violated resources (twice); if still none, the least-violating
-member (with one bound: the lowest latency) is returned, ``feasible=False``, and ``finish`` warns.
+**After training** (once per problem; cached): each S of a simplex grid gives the argmax of H(S) (HardCoRe eq. (12)),
+scored by the oracle at its one-hot (α, β) (the validation loss) and by every resource. The best-loss member meeting
+every bound wins, after sampling S more finely towards the nearest better-loss infeasible member. If none meets the
+bounds, S is refined from the least-violating member towards the violated resources' corner (twice); if still none,
+the least-violating member (one bound: the lowest latency) is returned, ``feasible=False``, and ``finish`` warns.
 
 Faithful to the paper: S on the simplex drawn uniformly, a hypernetwork emitting all architecture logits, Gumbel-
 softmax samples with the paper's linear temperature annealing 1.0 → 0.2, one single-level loss with the LUT latency of
 the sampled architecture, Adam, one training for all budgets. Different, and why:
-- S weights (task, R_1, …, R_K) instead of one component per operation type: what the user controls here is a
-  budget per resource.
+- S weights (task, R_1, …, R_K), not one component per operation type: the user controls a budget per resource.
 - The network weights are not trained with H: the task loss comes from the frozen oracle ``objective(α, β)`` (the
   supernet on a validation batch, or an analytic function) at the *hard* straight-through sample; its gradient reaches
   H through the surrogate ⟨γ, ∂f/∂γ⟩, whose gradient is the oracle's (the paper's code feeds relaxed samples).
-- Two additions the hard samples need (measured: docs/searcher-measurements.md, hypernetwork): κ_t ramps from 0 to κ over the
-  first ``warmup`` = 30 % of the steps — a slot the sampled depth drops gets no gradient,
-  so if the latency term shrinks every depth first the slots 3–4 never learn a config and deeper stages never pay off
-  (the trap of docs/search-core.md's vertex start); an entropy bonus λ = 0.003 keeps the logits from saturating
-  (with a smaller λ the straight-through gradient vanished early and the family collapsed to a few architectures). Its optimum for a linear cost c is softmax(−c/λ), whose argmax is unchanged.
-- H is an MLP (two SiLU layers) plus a linear map of S (logits linear in S are the exact trade-off of a separable
-  f), not the code's interpolation between learned reference architectures; the paper picks
-  three preset S by hand, here the grid and the selection under hard bounds pick S for the user's budget.
-- Cost: ``steps · batch`` oracle calls for training (default 600 · 16 = 9600), then
-  one per distinct family member; a supernet oracle makes training proportionally slower.
-
-Figures (the family alone and with the final discrete step of ``polish.py``, which every pick ends with):
-docs/search-core.md and docs/BENCHMARKS.md.
+- Two additions the hard samples need (measured: docs/searcher-measurements.md, hypernetwork): κ_t ramps from 0 to κ
+  over the first ``warmup`` = 30 % of the steps — a slot the sampled depth drops gets no gradient, so if the latency
+  term shrinks every depth first the slots 3–4 never learn a config and deeper stages never pay off; an entropy
+  bonus λ = 0.003 keeps the logits from saturating (with a smaller λ the straight-through gradient vanished early and
+  the family collapsed). Its optimum for a linear cost c is softmax(−c/λ), whose argmax is unchanged.
+- H is an MLP (two SiLU layers) plus a linear map of S (the exact trade-off of a separable f), not the code's
+  interpolation between learned reference architectures; the grid and the selection under hard bounds pick S.
+- Cost: ``steps · batch`` oracle calls for training (default 600 · 16 = 9600; fewer when the family's argmax on a
+  coarse S grid settles, search/stopping.py), then one per distinct family member. Figures (the family alone and with
+  the final discrete step of ``polish.py``, which every pick ends with): docs/search-core.md, docs/BENCHMARKS.md.
 
 **Caching.** The training does not depend on the bounds, so it is kept in memory keyed by id(objective) (checked
 against a weak reference, so a recycled id cannot match), the content hash of every resource table, and the
@@ -83,8 +77,9 @@ from profiler.space import Arch, Space
 from .gumbel import gumbel_softmax_st
 from .polish import polish as polish_arch
 from .decode import shapes, uniform
-from .problem import Problem, SearchResult, finish, table_bytes
+from .problem import Problem, SearchResult, finish, objective_value, table_bytes
 from .projection import argmax_arch
+from .stopping import Stopping, decided, default_patience
 
 CACHE_FORMAT, CACHE_VERSION = "lutnas-hypernet", 1
 MEMORY_CACHE_SIZE = 8  # trained hypernetworks kept in memory, least recently used dropped first (each ~100 kB + trace)
@@ -104,6 +99,7 @@ class Settings:
     warmup: float = 0.3  # fraction of the steps over which κ ramps up linearly from 0
     entropy: float = 0.003  # λ of the entropy bonus on softmax(H(S))
     seed: int = 0
+    patience: int = 0  # training ends once the family's argmax is unchanged this many steps (0: never)
 
 
 class HyperNet(nn.Module):
@@ -126,9 +122,7 @@ class HyperNet(nn.Module):
             self.skip.weight.zero_()
 
     def forward(self, S: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.body(S)) + self.skip(S)
-        n_a = int(np.prod(self.a_shape))
-        lead = S.shape[:-1]
+        out, n_a, lead = self.head(self.body(S)) + self.skip(S), int(np.prod(self.a_shape)), S.shape[:-1]
         return out[..., :n_a].reshape(*lead, *self.a_shape), out[..., n_a:].reshape(*lead, *self.b_shape)
 
 
@@ -217,6 +211,8 @@ def _train(problem: Problem, st: Settings, oracle: _Counted, probe) -> _Trained:
     f_scale = _task_scale(probe[1], probe[2])
     ranges = [(res.min_value(), max(res.max_value() - res.min_value(), 1e-12)) for res, _ in problem.resources]
     trace: List[dict] = []
+    stop = Stopping(st.patience, int(st.warmup * st.steps), tolerance=0.1)  # ≤ 10 % of its choices may flip
+    grid = torch.tensor(simplex_grid(K, 20)).float()
     # H's tensors hold a few thousand numbers: more threads only add synchronisation (10x slower on a busy 2-core
     # host); the oracle, a supernet in real use, keeps the caller's threads
     callers_threads = torch.get_num_threads()
@@ -248,6 +244,8 @@ def _train(problem: Problem, st: Settings, oracle: _Counted, probe) -> _Trained:
             row.update(tau=tau, kappa=kappa,
                        loss=float((S[:, 0].numpy() * f / f_scale + kappa * penalty.detach().numpy()).mean()))
             trace.append(row)
+            if stop.update(np.concatenate([decided(x.detach().numpy()) for x in net(grid)])):  # family on a grid
+                break
     return _Trained(net=net.eval(), f_scale=f_scale, trace=trace, train_evaluations=oracle.calls - calls0,
                     train_s=time.monotonic() - t0, losses={}, objective=_ref(problem.objective))
 
@@ -293,7 +291,8 @@ def _members(problem: Problem, tr: _Trained, points: np.ndarray, oracle: _Counte
         key = str(arch)
         oh_a, oh_b = arch.one_hot()
         if key not in tr.losses:
-            tr.losses[key] = oracle(oh_a, oh_b)[0]
+            oracle.calls += 1  # a discrete member's value alone: no gradient pass (problem.objective_value)
+            tr.losses[key] = objective_value(problem.objective, oh_a, oh_b)
         values = problem.values(oh_a, oh_b)
         violation = sum(max(0.0, values[n] - bound) / max(abs(bound), 1e-12)
                         for n, (_, bound) in zip(problem.names, problem.resources))
@@ -336,7 +335,7 @@ def hypernet(problem: Problem, steps: int = 600, seed: int = 0, batch: int = 16,
              lr: float = 0.01, hidden: int = 64, tau: Tuple[float, float] = (1.0, 0.2), warmup: float = 0.3,
              entropy: float = 0.003, grid: int = 200, refine: int = 16,
              cache_path: Optional[Union[str, Path]] = None, polish: bool = True, polish_evals: int = 64,
-             warm_start: Sequence[Arch] = ()) -> SearchResult:
+             warm_start: Sequence[Arch] = (), patience: Optional[int] = None) -> SearchResult:
     """Train (or reuse) the hypernetwork for this problem's objective and resource tables, then pick the family
     member for this problem's bounds.
 
@@ -362,7 +361,7 @@ def hypernet(problem: Problem, steps: int = 600, seed: int = 0, batch: int = 16,
     """
     t0 = time.monotonic()
     st = Settings(steps=steps, batch=batch, kappa=kappa, lr=lr, hidden=hidden, tau0=tau[0], tau1=tau[1],
-                  warmup=warmup, entropy=entropy, seed=seed)
+                  warmup=warmup, entropy=entropy, seed=seed, patience=default_patience(problem.objective, patience))
     oracle = _Counted(problem.objective)
     res_keys = tuple(resource_key(r) for r, _ in problem.resources)
     key = (id(problem.objective), res_keys, tuple(sorted(asdict(st).items())))
@@ -393,7 +392,8 @@ def hypernet(problem: Problem, steps: int = 600, seed: int = 0, batch: int = 16,
             "cache_check_evaluations": 0 if trained else train_calls,
             "family_evaluations": oracle.calls - train_calls, "hypernet_evaluations": tr.train_evaluations,
             "train_s": tr.train_s, "S": pick["S"], "grid_points": n_grid, "refined_points": len(family) - n_grid,
-            "f_scale": tr.f_scale, "settings": asdict(st),
+            "f_scale": tr.f_scale, "settings": asdict(st), "steps_used": len(tr.trace),
+            "stopped": f"argmax unchanged for {st.patience} steps" if len(tr.trace) < st.steps else "step cap",
             "family": [{k: v for k, v in m.items() if not k.startswith("_")} for m in family],
             "search_s": time.monotonic() - t0}
     arch = pick["_arch"]

@@ -1,40 +1,45 @@
 """The searchers' stochastic oracle on a frozen supernet: rotating mini-batches, sampled paths, cached work.
 
 ``SupernetOracle(net, data)`` is an ``objective(alpha, beta) -> (loss, grad_alpha, grad_beta)`` (the interface every
-searcher takes) whose calls are cheap enough for Block-Coordinate *Stochastic* Frank-Wolfe:
+searcher takes) whose calls are cheap enough for Block-Coordinate *Stochastic* Frank-Wolfe. The target is
+F(α, β) = E_{path ~ (α, β)}[loss], the expected loss of the architectures eqs. (4), (5) sample — what HardCoRe-NAS's
+search optimises with sampled paths — rather than the loss of the expected-output mixture; paths are drawn from
+(1 − ε)(α, β) + ε·uniform (ε = ``explore``) so that configs the iterate has left keep being measured, and the
+gradient is that of F at the smoothed point times (1 − ε) (the chain rule).
 
-* **Rotating mini-batches.** Each call takes the next ``images`` validation images of a seeded permutation of the
-  pool (the validation split, or a fixed subset of ``pool`` images of a larger one); a new permutation starts when
-  the pool is used up, so every image is seen equally often.
-* **Cached fixed part.** The stem and the fixed ds block do not depend on α, β: they run once per pool image
-  (BatchNorm with their running statistics, exact for blocks every path shares) and are kept; a call starts at the
-  first searchable block. A sweep over targets with one oracle pays for them once.
-* **Sampled estimator** (``estimator="sampled"``, default). The target is F(α, β) = E_{path ~ (α, β)} [loss], the
-  expected loss of the architectures that eqs. (4), (5) sample — the quantity HardCoRe-NAS's search optimises with
-  sampled paths — rather than the loss of the expected-output mixture. Each of ``images`` images is run with
-  ``paths`` independently drawn paths, all in one multi-path pass (each layer once per batch, ``forward_paths``)
-  under ``torch.no_grad``: no autograd graph at all, so memory does not grow with the 12 configs per slot. The
-  gradient is the score-function (REINFORCE) estimate: ∂F/∂α_{s,b,c} = P(exists) · E[loss | config c at (s, b)]
-  up to a constant per slot (which no linear minimisation over a simplex sees), estimated by
-  Σ_i A_i [c_i = c, slot exists] / (n_c + κ), with the advantage A_i = L_i − (mean loss of the other paths of the
-  same image) — a leave-one-out baseline, independent of sample i's path, that removes the variance due to the
-  image — and a pseudo-count κ (``prior``) that shrinks configs drawn a handful of times towards the average. Paths
-  are drawn from (1 − ε)(α, β) + ε·uniform (ε = ``explore``) so that configs the iterate has left keep being
-  measured; the estimate is then that of F at the smoothed point, times (1 − ε) (the chain rule). Consistent as the
-  number of draws grows (tested against the exact gradient of F by enumeration).
+* **Rotating mini-batches.** Each probe or call takes the next ``images`` validation images of a seeded permutation
+  of the pool (the validation split, or a fixed subset of ``pool`` images of a larger one).
+* **Cached work.** The stem and the fixed ds block do not depend on α, β: they run once per pool image (BatchNorm
+  with their running statistics, exact for blocks every path shares). Discrete architectures' losses are kept by
+  architecture, and the pool's activations after each stage by the configs of the stages before (``true_loss``).
+  One oracle serves every target of a sweep, so all of this is paid for once.
+* **Paired estimator** (``estimator="paired"``, default; search/probe.py). ∂F/∂α_{s,b,c} = P(slot exists) ·
+  E[loss | config c at (s, b)] and ∂F/∂β_{s,j} = E[loss | depth j at s]: a probe draws one base path and runs every
+  alternative of one slot (or stage depth) on it and on one mini-batch, so differences between alternatives carry
+  no variance of the images or of the other slots. A table keeps each group's recent probes; a call probes
+  ``probes`` groups (the first call, and a call at a one-hot point — the final step's linearisation at an
+  architecture — every group) and returns the gradient of the whole table. No autograd graph at all.
+* **Score estimator** (``estimator="score"``): ``paths`` independent paths per image in one multi-path pass
+  (``forward_paths``), ∂F/∂α_{s,b,c} estimated by Σ_i A_i [c_i = c, slot exists] / (n_c + κ) with the leave-one-out
+  advantage A_i = L_i − (mean loss of the other paths of the same image) and a pseudo-count κ (``prior``).
+  Consistent (tested against the exact gradient of F by enumeration), but on a trained supernet its variance buried
+  the per-config effects (docs/BENCHMARKS.md), and its per-config BatchNorm groups are a handful of samples.
 * **Mixture estimator** (``estimator="mixture"``): the expected-output mixture of ``make_objective`` and its exact
-  autograd gradient, on the rotating mini-batch; averaged over one pass of the pool it is the full-pool mixture
-  gradient (tested). ``make_objective`` itself (one fixed batch) is unchanged.
+  autograd gradient on the rotating mini-batch; averaged over one pass of the pool it is the full-pool mixture
+  gradient (tested, running BN statistics). ``fixed_objective`` keeps the old oracle: the mixture on one fixed batch.
 * **True objective of a discrete architecture** (``true_loss(arch)``): its single path on the whole pool in one
-  batch (BatchNorm with the pool's own statistics, as the mixture objective normalises its batch), cached by the
-  architecture's string. A call with one-hot α and β — a searcher's projection ranking its candidates — returns
-  this deterministic value as the loss, so candidates are compared on the same images, not on different batches.
+  batch (BatchNorm with the pool's own statistics, as the mixture objective normalises its batch). ``value`` at a
+  one-hot point (``problem.objective_value``: projections, polish, selections) is this number and nothing else; a
+  full call there returns it as the loss, so candidates are compared on the same images.
 
-BatchNorm: the searchable blocks and the head use batch statistics (per config, over the samples that drew it, as
-in training); running statistics are restored after every call, the weights are never changed.
+BatchNorm: the searchable blocks and the head use batch statistics (per alternative or config, as in training);
+running statistics are restored after every call, the weights are never changed. With this oracle the searchers
+stop early by default (``patience``, search/stopping.py) and end with a longer local search (``polish_evals``,
+``polish_patience``, polish.py).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Dict, Iterator, Optional, Tuple
 
@@ -45,9 +50,11 @@ import torch.nn.functional as F
 from profiler.space import Arch
 
 from .data import Dataset, load_data
-from .supernet import Supernet, _is_onehot, frozen_bn_stats
+from .probe import PairedTable
+from .stopping import ORACLE_PATIENCE, POLISH_EVALS, POLISH_PATIENCE
+from .supernet import Supernet, _is_onehot, frozen_bn_stats, make_objective
 
-ESTIMATORS = ("sampled", "mixture")
+ESTIMATORS = ("paired", "score", "mixture")
 
 
 class SupernetOracle:
@@ -56,19 +63,24 @@ class SupernetOracle:
     Args:
         net: the trained supernet (not modified).
         data: "digits", a path or a ``Dataset``; its validation split is the pool.
-        estimator: "sampled" (score function over per-sample paths, default) or "mixture" (exact mixture gradient).
-        images: validation images per call.
-        paths: paths drawn per image per call ("sampled"; ≥ 2 for the leave-one-out baseline).
+        estimator: "paired" (default), "score" or "mixture" (module docstring).
+        images: validation images per probe ("paired") or per call.
+        paths: paths drawn per image per call ("score"; ≥ 2 for the leave-one-out baseline).
         explore: ε, the uniform share of the sampling distribution.
         prior: κ, the pseudo-count shrinking rarely drawn configs' estimates towards 0 (the average).
         pool: at most this many validation images (a fixed seeded subset of a larger split).
         seed: seeds the permutation of the pool and the path draws.
         bn: "batch" (default: batch statistics, per config) or "running" (the supernet's running statistics, so
             every sample's loss is independent of the others'; used by the tests' exact comparisons).
+        prefix_mib: memory for the pool's activations after each stage of evaluated architectures (``true_loss``).
+        probes, memory: "paired": groups probed per call, and probes a table row averages (``probe.PairedTable``).
+        patience: the searchers' default stopping rule with this oracle (search/stopping.py): stop once the argmax
+            architecture is unchanged for this many steps (0: run the step cap).
     """
 
-    def __init__(self, net: Supernet, data="digits", estimator: str = "sampled", images: int = 32, paths: int = 4,
-                 explore: float = 0.1, prior: float = 2.0, pool: int = 2048, seed: int = 0, bn: str = "batch"):
+    def __init__(self, net: Supernet, data="digits", estimator: str = "paired", images: int = 32, paths: int = 4,
+                 explore: float = 0.1, prior: float = 2.0, pool: int = 2048, seed: int = 0, bn: str = "batch",
+                 patience: int = ORACLE_PATIENCE, prefix_mib: float = 128.0, probes: int = 1, memory: int = 4):
         if bn not in ("batch", "running"):
             raise ValueError(f"unknown bn mode {bn!r}; expected 'batch' or 'running'")
         if estimator not in ESTIMATORS:
@@ -76,7 +88,11 @@ class SupernetOracle:
         if paths < 2 or images < 1 or not 0.0 <= explore < 1.0 or prior < 0:
             raise ValueError(f"need paths >= 2, images >= 1, 0 <= explore < 1, prior >= 0; got paths={paths}, "
                              f"images={images}, explore={explore}, prior={prior}")
-        self.net, self.estimator, self.batch_bn = net, estimator, bn == "batch"
+        self.net, self.estimator, self.batch_bn, self.patience = net, estimator, bn == "batch", patience
+        # what the searchers default to with this oracle: bcsfw's direction averaging (the paired table averages
+        # already), and a longer local search in the final discrete step (polish.py), whose values are exact
+        self.momentum = 0.0 if estimator == "paired" else "decay"
+        self.polish_evals, self.polish_patience = POLISH_EVALS, POLISH_PATIENCE
         self.images, self.paths, self.explore, self.prior = images, paths, explore, prior
         ds: Dataset = load_data(data, net.settings.resolution)
         self.dtype = next(net.parameters()).dtype
@@ -90,7 +106,10 @@ class SupernetOracle:
         self._stemmed: Optional[torch.Tensor] = None
         self._order, self._pos = torch.empty(0, dtype=torch.long), 0
         self._true: Dict[str, float] = {}
-        self.stats = {"calls": 0, "samples": 0, "stem_images": 0, "true_evals": 0, "true_hits": 0}
+        self.table = PairedTable(net, probes, memory) if estimator == "paired" else None
+        self._prefix: "OrderedDict[str, torch.Tensor]" = OrderedDict()  # stage configs so far -> pool activations
+        self._prefix_bytes, self.prefix_mib = 0, prefix_mib
+        self.stats = {"calls": 0, "samples": 0, "stem_images": 0, "true_evals": 0, "true_hits": 0, "prefix_stages": 0}
 
     # --- cached work -------------------------------------------------------------------------------------------------
     def stemmed(self) -> torch.Tensor:
@@ -115,30 +134,62 @@ class SupernetOracle:
         return idx
 
     def true_loss(self, arch: Arch) -> float:
-        """Cross-entropy of ``arch``'s single path on the whole pool (batch BN statistics), cached by arch string."""
+        """Cross-entropy of ``arch``'s single path on the whole pool (batch BN statistics), cached by arch string.
+
+        The pool's activations after each stage are kept (least recently used dropped beyond ``prefix_mib``) by the
+        configs of the stages before: an architecture that shares its first stages with one evaluated before — a
+        local-search move, a sweep's neighbours — starts after them. The same operations as ``_forward_arch``."""
         key = str(arch)
         if key in self._true:
             self.stats["true_hits"] += 1
             return self._true[key]
-        h = self.stemmed()
+        keys = [repr(arch.stages[:s]) for s in range(len(arch.stages))]
+        start = max((s for s in range(1, len(keys)) if keys[s] in self._prefix), default=0)
+        h = self._prefix[keys[start]] if start else self.stemmed()
+        if start:
+            self._prefix.move_to_end(keys[start])
+        self.stats["prefix_stages"] += start
         with self._frozen(train=self.batch_bn), torch.no_grad():
-            loss = float(F.cross_entropy(self.net._forward_arch(h, arch, stemmed=True), self.y))
+            for s in range(start, len(keys)):
+                if s > start:  # (the longest cached prefix is ``start``: these are new)
+                    self._keep(keys[s], h)
+                for c, block in zip(arch.stages[s], self.net.stages[s]):
+                    h = block.forward_config(h, c)
+            loss = float(F.cross_entropy(self.net.head(h), self.y))
         self._true[key] = loss
         self.stats["true_evals"] += 1
         return loss
 
+    def _keep(self, key: str, h: torch.Tensor) -> None:
+        if self.prefix_mib <= 0:
+            return
+        self._prefix[key] = h
+        self._prefix_bytes += h.numel() * h.element_size()
+        while self._prefix_bytes > self.prefix_mib * 2 ** 20 and len(self._prefix) > 1:
+            _, old = self._prefix.popitem(last=False)
+            self._prefix_bytes -= old.numel() * old.element_size()
+
     # --- the oracle --------------------------------------------------------------------------------------------------
+    def value(self, alpha: np.ndarray, beta: np.ndarray) -> float:
+        """f alone (``problem.objective_value``): a one-hot point's ``true_loss``, without the sampled gradient pass;
+        otherwise a call's loss."""
+        a, b = torch.as_tensor(np.asarray(alpha)), torch.as_tensor(np.asarray(beta))
+        if _is_onehot(a) and _is_onehot(b) and a.shape == self.shapes[0] and b.shape == self.shapes[1]:
+            return self.true_loss(self.net.to_arch(a, b))
+        return self(alpha, beta)[0]
+
     def __call__(self, alpha: np.ndarray, beta: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray]:
         if np.shape(alpha) != self.shapes[0] or np.shape(beta) != self.shapes[1]:
             raise ValueError(f"alpha, beta shapes {np.shape(alpha)}, {np.shape(beta)}; expected {self.shapes}")
         a = torch.tensor(np.asarray(alpha), dtype=self.dtype)
         b = torch.tensor(np.asarray(beta), dtype=self.dtype)
         self.stats["calls"] += 1
-        idx = self.next_batch()
-        if self.estimator == "mixture":
-            loss, ga, gb = self._mixture(a, b, idx)
+        if self.estimator == "paired":
+            loss, ga, gb = self._paired(a, b)
+        elif self.estimator == "mixture":
+            loss, ga, gb = self._mixture(a, b, self.next_batch())
         else:
-            loss, ga, gb = self._sampled(a, b, idx)
+            loss, ga, gb = self._score(a, b, self.next_batch())
         if _is_onehot(a) and _is_onehot(b):  # a discrete candidate: its deterministic true loss
             loss = self.true_loss(self.net.to_arch(a, b))
         return loss, ga.numpy().astype(np.float64), gb.numpy().astype(np.float64)
@@ -163,6 +214,18 @@ class SupernetOracle:
         self.stats["samples"] += len(idx)
         return float(loss.detach()), ga.detach(), gb.detach()
 
+    def _paired(self, a, b):
+        eps, sp = self.explore, self.net.space
+        qa = (1 - eps) * a.clamp(min=0) + eps / a.shape[-1]
+        qb = (1 - eps) * b.clamp(min=0) + eps / b.shape[-1]
+        with self._frozen(train=self.batch_bn), torch.no_grad():
+            # at an architecture (one-hot: polish's linearisation) every group is probed around it
+            loss = self.table.refresh(self, qa, qb, self.gen, every=_is_onehot(a) and _is_onehot(b))
+        deeper = torch.tensor(sp.depths)[None, None, :] > torch.arange(sp.max_depth)[None, :, None]  # (1, B, D)
+        exists = (qb[:, None, :] * deeper).sum(-1)  # P(slot (s, b) exists) under qb: (S, B)
+        ga = (1 - eps) * exists[..., None] * self.table.t_alpha.to(a.dtype)
+        return loss, ga, (1 - eps) * self.table.t_beta.to(b.dtype)
+
     def draw(self, a: torch.Tensor, b: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """n paths from (1 − ε)(α, β) + ε·uniform: configs (n, S, B) and depth indices (n, S)."""
         eps = self.explore
@@ -176,13 +239,13 @@ class SupernetOracle:
         """Per-sample losses of ``paths`` drawn paths for each image of ``idx``: (L (K·m,), cfg, depth)."""
         m, k = len(idx), self.paths
         cfg, depth = self.draw(a, b, m * k)
-        h = self.stemmed()[idx].repeat(k, 1, 1, 1)  # sample j is image j % m
+        h = self.stemmed()[idx.repeat(k)]  # sample j is image j % m; indexing keeps channels_last, repeat() would not
         with self._frozen(train=self.batch_bn), torch.no_grad():
             logits = self.net._forward_paths(h, cfg, depth, stemmed=True)
         self.stats["samples"] += m * k
         return F.cross_entropy(logits, self.y[idx].repeat(k), reduction="none"), cfg, depth
 
-    def _sampled(self, a, b, idx):
+    def _score(self, a, b, idx):
         L, cfg, depth = self.sampled_losses(a, b, idx)
         m, k = len(idx), self.paths
         per = L.reshape(k, m)
@@ -196,3 +259,24 @@ class SupernetOracle:
         ohb = F.one_hot(depth, b.shape[-1]).to(b.dtype)  # (n, S, D)
         gb = (1 - self.explore) * torch.einsum("n,nsd->sd", adv, ohb) / (ohb.sum(0) + self.prior).clamp(min=1e-12)
         return float(L.mean()), ga, gb
+
+
+def fixed_objective(net: Supernet, batch: Tuple[torch.Tensor, torch.Tensor]):
+    """``make_objective`` on one fixed batch (the full expected-output mixture: ``search --oracle fixed``, the
+    reference of the tests and benchmarks) with a ``value(alpha, beta)`` that runs without autograd, so a one-hot point
+    takes its single path instead of all 12 configs of every slot: the same number (x·1 + 0 terms), far less work."""
+    objective = make_objective(net, batch)
+    x, y = batch[0].to(next(net.parameters()).dtype), batch[1]
+
+    def value(alpha: np.ndarray, beta: np.ndarray) -> float:
+        a, b = (torch.tensor(np.asarray(t), dtype=x.dtype) for t in (alpha, beta))
+        was = net.training
+        try:
+            with torch.no_grad(), frozen_bn_stats(net):
+                net.train()
+                return float(F.cross_entropy(net(x, a, b), y))
+        finally:
+            net.train(was)
+
+    objective.value = value
+    return objective

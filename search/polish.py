@@ -93,8 +93,10 @@ def polish(problem: Problem, alpha: np.ndarray, beta: np.ndarray, candidates: Se
         candidates: the searcher's own architectures (infeasible ones are skipped).
         warm_start: architectures of a tighter target in a sweep; kept if they meet these bounds.
         max_evals: cap on the local search's objective evaluations (the linearisations and the candidates' values
-            are counted in ``polish_evals`` too, but not capped: a handful).
-        patience: stop the local search after this many evaluated moves in a row without improvement.
+            are counted in ``polish_evals`` too, but not capped: a handful); at least the objective's
+            ``polish_evals`` attribute, if it has one.
+        patience: stop the local search after this many evaluated moves in a row without improvement (at least the
+            objective's ``polish_patience``).
         relinearise: at most this many further linearisations at the best architecture.
 
     Returns:
@@ -104,6 +106,9 @@ def polish(problem: Problem, alpha: np.ndarray, beta: np.ndarray, candidates: Se
     Raises:
         InfeasibleTarget: no architecture meets the bounds (``Problem.check`` refuses that earlier).
     """
+    # an oracle whose discrete values are exact and cheap (search/oracle.py) may ask for a longer local search
+    max_evals = max(max_evals, getattr(problem.objective, "polish_evals", 0))
+    patience = max(patience, getattr(problem.objective, "polish_patience", 0))
     if is_cell(problem.space):  # the cell space's own final step: enumeration (search/cell.py)
         from .cell import polish_cell
 

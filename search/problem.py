@@ -29,6 +29,13 @@ Objective = Callable[[np.ndarray, np.ndarray], Tuple[float, np.ndarray, np.ndarr
 RTOL = 1e-9  # relative slack when checking a bound: below floating-point noise of eq. (3), above nothing else
 
 
+def objective_value(objective: Objective, alpha: np.ndarray, beta: np.ndarray) -> float:
+    """f(α, β) without its gradient: the objective's ``value(alpha, beta)`` when it has one (a supernet oracle then
+    skips its gradient pass: a discrete candidate costs one forward pass), else the loss of a full call."""
+    value = getattr(objective, "value", None)
+    return float(value(alpha, beta) if value is not None else objective(alpha, beta)[0])
+
+
 class InfeasibleTarget(LutnasError):
     """No architecture of the space meets the bound(s); ``minimum`` is the smallest achievable value."""
 
@@ -145,6 +152,7 @@ class SearchResult:
     resources: Dict[str, float]  # name -> value at the discrete arch
     target_ms: float = float("nan")
     info: dict = field(default_factory=dict)  # searcher-specific: projection path, timings, ...
+    problem: Optional[Problem] = field(default=None, repr=False, compare=False)  # the bounds it was searched under
 
 
 def finish(problem: Problem, algo: str, arch: Arch, alpha: np.ndarray, beta: np.ndarray, trace: List[dict],
@@ -161,7 +169,22 @@ def finish(problem: Problem, algo: str, arch: Arch, alpha: np.ndarray, beta: np.
                       stacklevel=3)
     return SearchResult(arch=arch, predicted_ms=values[problem.names[0]], alpha=alpha, beta=beta, trace=trace,
                         algo=algo, feasible=feasible, resources=values, target_ms=problem.target,
-                        info=dict(info or {}))
+                        info=dict(info or {}), problem=problem)
+
+
+def prefer(result: SearchResult, candidates: Sequence[Arch], why: str) -> SearchResult:
+    """``result``, or the best by the objective of the ``candidates`` meeting its bounds when that beats it (or it
+    is infeasible); the replacement's info keeps the searcher's and says ``why`` and what the searcher found."""
+    problem = result.problem
+    ok = [a for a in candidates if problem.feasible_arch(a) and str(a) != str(result.arch)]
+    if not ok:
+        return result
+    f = lambda a: objective_value(problem.objective, *a.one_hot())  # noqa: E731
+    best = min(ok, key=lambda a: (f(a), str(a)))
+    if result.feasible and f(best) >= f(result.arch):
+        return result
+    info = dict(result.info, searcher_arch=str(result.arch), **{why: True})
+    return finish(problem, result.algo, best, result.alpha, result.beta, result.trace, info)
 
 
 def trace_row(problem: Problem, step: int, loss: float, alpha: np.ndarray, beta: np.ndarray, **extra) -> dict:
@@ -189,7 +212,7 @@ class Calls:
         key = str(arch)
         if key not in self.memo:
             self.calls += 1
-            self.memo[key] = float(self.objective(*arch.one_hot())[0])
+            self.memo[key] = objective_value(self.objective, *arch.one_hot())
         return self.memo[key]
 
 
@@ -271,21 +294,16 @@ def solve(lut_or_model, target_ms: float, objective: Objective, algo: str = "bcs
     warm = [a for a in warm_start if problem.feasible_arch(a)]
     if warm and "warm_start" in inspect.signature(fn).parameters:
         kw["warm_start"] = warm
-    result = fn(problem, steps=steps, seed=seed, **kw)
-    if warm:
-        best = min(warm, key=lambda a: (float(objective(*a.one_hot())[0]), str(a)))
-        f_best = float(objective(*best.one_hot())[0])
-        if not result.feasible or f_best < float(objective(*result.arch.one_hot())[0]):
-            info = dict(result.info, warm_start_won=True, searcher_arch=str(result.arch))
-            result = finish(problem, result.algo, best, result.alpha, result.beta, result.trace, info)
-    return result
+    return prefer(fn(problem, steps=steps, seed=seed, **kw), warm, "warm_start_won")
 
 
 def sweep(lut_or_model, targets: Sequence[float], objective: Objective, algo: str = "bcsfw",
           **kw) -> List[SearchResult]:
     """``solve`` at every target, from the tightest up, each warm-started from the tighter targets' answers: a
-    looser target never returns a worse objective (its predecessors' answers meet its bounds too). Returns the
-    results in the order of ``targets``; ``kw`` as ``solve``'s.
+    looser target never returns a worse objective (its predecessors' answers meet its bounds too). Then every target
+    takes the best answer of the others that meets its bounds (a looser target's search may find an architecture a
+    tighter one missed; ``info["shared_answer"]``). Returns the results in the order of ``targets``; ``kw`` as
+    ``solve``'s.
 
     Raises:
         InfeasibleTarget: some target cannot be met (nothing is returned for the others either).
@@ -299,4 +317,10 @@ def sweep(lut_or_model, targets: Sequence[float], objective: Objective, algo: st
         if r.feasible:
             found.append(r.arch)
         out[i] = r
-    return [out[i] for i in range(len(targets))]
+    return share_answers([out[i] for i in range(len(targets))])
+
+
+def share_answers(results: Sequence[SearchResult]) -> List[SearchResult]:
+    """Each result replaced by the best (by the objective) of all the results' architectures meeting its bounds."""
+    found = [r.arch for r in results if r.feasible]
+    return [prefer(r, found, "shared_answer") for r in results]

@@ -26,6 +26,7 @@ from profiler.model import LinearResource
 from profiler.space import Arch, Space
 
 from .decode import to_arch
+from .problem import objective_value
 
 
 Bound = Tuple[LinearResource, float]
@@ -177,7 +178,7 @@ def project(space: Space, alpha: np.ndarray, beta: np.ndarray, bounds: Sequence[
     if cands:
         by_objective = objective is not None and len(cands) <= max_evals
         if by_objective:
-            score = {k: -float(objective(a, b)[0]) for k, (_, a, b) in cands.items()}
+            score = {k: -objective_value(objective, a, b) for k, (_, a, b) in cands.items()}
         else:
             score = {k: float((alpha * a).sum() + (beta * b).sum()) for k, (_, a, b) in cands.items()}
         key = max(score, key=score.get)

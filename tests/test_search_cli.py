@@ -57,11 +57,17 @@ def test_search_with_a_tiny_supernet_reports_accuracy(tmp_path):
     r = run("train-supernet", "--out", ckpt, "--epochs", "1", "--resolution", "16", "--width", "0.25", "--quiet", timeout=900)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "r.json"
-    r = run("--lut", LUT, "--target-ms", "5", "--supernet", ckpt, "--steps", "20", "--json", out, timeout=900)
+    r = run("--lut", LUT, "--target-ms", "4,5", "--supernet", ckpt, "--steps", "40", "--json", out, timeout=900)
     assert r.returncode == 0, r.stderr
-    x = json.loads(out.read_text())["results"][0]
-    assert 0.0 <= x["accuracy"] <= 1.0 and x["predicted_ms"] <= 5.0
-    assert "supernet" in x["objective"]
+    res = json.loads(out.read_text())["results"]
+    for x, t in zip(res, (4.0, 5.0)):
+        assert 0.0 <= x["accuracy"] <= 1.0 and x["predicted_ms"] <= t
+        assert "supernet" in x["objective"] and "(paired oracle)" in x["objective"]  # the default oracle
+        assert x["searcher"]["steps"] == 40 and 1 <= x["searcher"]["steps_used"] <= 40
+        assert x["searcher"]["stopped"] in ("step cap", "argmax unchanged for 12 steps")
+        assert x["val_loss"] > 0 and x["oracle"]["true_evals"] > 0
+    assert res[1]["val_loss"] <= res[0]["val_loss"]  # one oracle, a sweep: the looser target is never worse
+    assert res[1]["oracle"]["stem_images"] == res[0]["oracle"]["stem_images"] == 360  # the stem ran once
 
 
 def test_default_without_supernet_is_exact_and_a_sweep_is_monotone(tmp_path):

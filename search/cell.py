@@ -12,8 +12,7 @@ HardCoRe space solves by Pareto composition or a MILP is solved here by enumerat
   that improves f, then a local search over one- and two-edge changes that keep every bound (24 + 240 neighbours,
   tried in order of the linearisation's predicted gain within the same evaluation cap). At a one-hot α the
   linearisation of a multilinear f is exact for every one-edge change; the two-edge changes reach what it cannot
-  see, such as a path that needs two edges to come alive (on the benchmark of docs/BENCHMARKS.md they took the
-  relaxed searchers' mean gap from 1.65-2.16 to 1.04-1.36 points in a first look, 1 sampling, 2 devices).
+  see, such as a path that needs two edges to come alive (what they changed: docs/BENCHMARKS.md, NB201).
 """
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ def feasible_start(problem: Problem, grid: int = 64):
 
 def cell_bcsfw(problem: Problem, steps: int = 300, seed: int = 0, gamma: Optional[Callable[[int], float]] = None,
                momentum: float = 0.0, polish: bool = True, polish_evals: int = 64,
-               warm_start: Sequence[CellArch] = (), **_ignored) -> SearchResult:
+               warm_start: Sequence[CellArch] = ()) -> SearchResult:
     """Algorithm 1 with one block per edge (module docstring); arguments as ``bcsfw.bcsfw``'s (its LP-projection
     settings do not apply here: the final step is ``polish_cell``, or the argmax if ``polish`` is False and it is
     feasible)."""

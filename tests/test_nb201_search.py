@@ -74,6 +74,20 @@ def test_exact_is_the_best_surrogate_cell_under_the_bound(nb, tmp_path):
     assert data["results"][0]["predicted_accuracy"] == pytest.approx(best)
 
 
+def test_without_accuracy_the_flops_proxy_and_export(nb, tmp_path):
+    """No --accuracy: the NB201 search maximises FLOPs under the bound, as the HardCoRe default does; --export writes
+    the found network as ONNX."""
+    from profiler.model import flops_model
+
+    out = tmp_path / "r.json"
+    r = run("--lut", nb[1], "--target-ms", "15", "--json", out, "--export", tmp_path / "onnx")
+    assert r.returncode == 0, r.stderr
+    x = json.loads(out.read_text())["results"][0]
+    lat, flops = Lut.load(nb[1]).latency_model(), flops_model(CellArch((0,) * 6).space)
+    assert x["flops"] == np.max(np.where(lat.table <= 15.0, flops.table, -1)) and "FLOPs capacity proxy" in x["objective"]
+    assert Path(x["onnx"]).stat().st_size > 10_000
+
+
 def test_confidence_and_a_params_bound_on_nb201(nb, tmp_path):
     r, data = search(nb, tmp_path, "--target-ms", "20", "--algo", "bcsfw", "--confidence", "0.9",
                      "--constraint", "params<=0.4M")

@@ -12,7 +12,8 @@ stays feasible at every step. The gradient may be a stochastic estimate (search/
 over steps (stochastic FW with momentum, as the paper's implementation does): a constant m, or "decay" — the
 averaging weight ρ_t = 4 / (t + 8)^{2/3} of stochastic conditional gradient (Mokhtari, Hassani, Karbasi, JMLR 2020,
 Alg. 1), whose direction averages ever more calls, so the noise of d_t shrinks and the LP vertices (and the argmax
-the stopping rule watches) settle. An oracle's ``momentum`` attribute is the default (the supernet oracle's: "decay").
+the stopping rule watches) settle. An oracle's ``momentum`` attribute is the default (search/oracle.py: "decay" for
+its score estimator, 0 for the paired one, whose table of probes is an average already).
 
 The start must be feasible and is found here, not assumed (phase 1): alternating block LPs minimise the largest
 relative violation max_k (R_k − T_k)/|T_k| until it is ≤ 0 — with one bound that reaches the minimum-latency

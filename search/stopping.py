@@ -27,7 +27,7 @@ import numpy as np
 
 # the supernet oracle's defaults for its searchers (search/oracle.py), chosen in docs/BENCHMARKS.md
 ORACLE_PATIENCE = 12  # steps with the argmax unchanged
-POLISH_EVALS, POLISH_PATIENCE = 128, 20  # the final local search's cap and patience (polish.py; 64 and 8 otherwise)
+POLISH_EVALS, POLISH_PATIENCE = 400, 200  # the final local search: until no move improves (polish.py; 64, 8 else)
 
 
 def default_patience(objective, patience: Optional[int] = None) -> int:

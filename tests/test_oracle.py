@@ -261,3 +261,14 @@ def test_the_default_estimator_is_paired_and_asks_for_early_stopping(net, digits
     assert o.estimator == "paired" and o.patience == ORACLE_PATIENCE > 0 and o.momentum == 0.0
     assert default_patience(o) == ORACLE_PATIENCE and default_patience(make_objective(net, (digits.x_val[:8],
                                                                                             digits.y_val[:8]))) == 0
+
+
+def test_a_linearisation_at_an_architecture_is_probed_once_and_reused(net, digits):
+    o = SupernetOracle(net, digits, images=16)
+    oa, ob = random_arch(np.random.default_rng(12)).one_hot()
+    first = o(oa, ob)
+    samples = o.stats["samples"]
+    first[1][:] = 0.0  # a caller writing into its copy changes nothing kept
+    again = o(oa, ob)
+    assert o.stats["grad_hits"] == 1 and o.stats["samples"] == samples  # no probe ran the second time
+    assert again[0] == first[0] and np.abs(again[1]).max() > 0

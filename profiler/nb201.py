@@ -207,7 +207,8 @@ def connected(codes: np.ndarray) -> np.ndarray:
 class Piece:
     """One unique piece a NB201 LUT measures, at one stage's shape.
 
-    kind: an op name of ``OPS`` (cell edge), "add" (one node-sum addition), "reduce", "stem" or "head". ``reps``
+    kind: an op name of ``OPS`` (cell edge), "add" (one node-sum addition), "zero" (a node with no input, NB201's
+    Zero: x * 0, timed after a 1x1 conv as in a cell), "reduce", "stem" or "head". ``reps``
     copies in a chain (ops and adds): a model run alone pays one runtime call's cost (input/output handling) that the
     same piece inside a network does not, so cell pieces are timed as chains of ``reps`` and the identity model
     (``skip_connect``, reps 1: nothing but that call cost) is taken off; see ``profiler.nb201_model.piece_table``.
@@ -228,7 +229,7 @@ class Piece:
 
 
 CHAIN = 8  # copies of a cell piece in its timed chain
-CHAINED = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "add")
+CHAINED = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "add", "zero")
 
 
 def profile_pieces(space: Nb201Space = NB201) -> List[Piece]:

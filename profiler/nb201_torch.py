@@ -59,7 +59,7 @@ class Cell(nn.Module):
             for k in self.wiring[i]:
                 y = self.ops[k](nodes[self.sources[k]])
                 acc = y if acc is None else acc + y
-            nodes.append(acc if acc is not None else x * 0.0)
+            nodes.append(acc if acc is not None else zero(x))
         return nodes[-1]
 
 
@@ -89,6 +89,19 @@ class Head(nn.Module):
 
 def stem(c: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+
+
+def zero(x: torch.Tensor) -> torch.Tensor:
+    """A node with no non-'none' input: NB201's Zero op, a runtime multiply by 0 (not a constant)."""
+    return x * 0.0
+
+
+class ZeroNode(nn.Module):
+    """A zero node as a piece: ``zero(x) + x``. The input has another consumer, as a cell's input does, so the
+    runtime cannot fold the multiply into the conv before it; the add is the add piece's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return zero(x) + x
 
 
 class AddConst(nn.Module):
@@ -136,6 +149,8 @@ def build_piece(p: Piece) -> nn.Module:
         m = ReductionBlock(p.c, 2 * p.c)
     elif p.kind == "add":
         m = nn.Sequential(*[AddConst(p.c, p.r) for _ in range(p.reps)])
+    elif p.kind == "zero":  # after a 1x1 conv, as in a cell: its cost is the chain's minus the conv and add chains'
+        m = nn.Sequential(*[nn.Sequential(make_op("nor_conv_1x1", p.c), ZeroNode()) for _ in range(p.reps)])
     else:
         m = nn.Sequential(*[make_op(p.kind, p.c) for _ in range(p.reps)]) if p.reps > 1 else make_op(p.kind, p.c)
     randomize_bn(m)

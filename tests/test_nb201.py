@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from profiler.nb201 import (CHAIN, CONV3, EDGES, NB201, NONE, OPS, CellArch, all_archs, all_op_codes, connected,
-                            live_edges, profile_pieces, random_archs)
-from profiler.nb201_model import CellLatency, features, piece_table
+from profiler.nb201 import (CHAIN, CONV1, CONV3, EDGES, NB201, NONE, OPS, POOL, CellArch, all_archs, all_op_codes,
+                            connected, live_edges, profile_pieces, random_archs)
+from profiler.nb201_model import CellLatency, features, piece_table, used_edges
 from profiler.nb201_torch import build_module
 
 EXAMPLE = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
@@ -148,7 +148,8 @@ def test_network_export_matches_torch(tmp_path, monkeypatch):
 
 def test_piece_table_formula():
     """Synthetic piece costs: call cost 1 per model, ops at distinct prices, so each network's sum is known."""
-    price = {"nor_conv_1x1": 2.0, "nor_conv_3x3": 5.0, "avg_pool_3x3": 0.5, "add": 0.25}
+    # a zero piece copy is a 1x1 conv, an add and the zero node (0.75)
+    price = {"nor_conv_1x1": 2.0, "nor_conv_3x3": 5.0, "avg_pool_3x3": 0.5, "add": 0.25, "zero": 3.0}
     cost = {}
     for p in profile_pieces():
         if p.kind in price:
@@ -156,10 +157,20 @@ def test_piece_table_formula():
         else:
             cost[str(p)] = {"stem": 7.0, "reduce": 3.0, "head": 2.0, "skip_connect": 1.0}[p.kind]
     t = piece_table(cost)
-    a = CellArch.parse(EXAMPLE)  # conv3, skip, none, pool, conv1, skip: node 2 has 1 input, node 3 has 3 (2 adds)
-    cell = 5.0 + 0.5 + 2.0 + 2 * 0.25
+    # conv3, skip, none, pool, conv1, skip: node 2 has 1 input; node 3 sums pool + conv1 (folded into the conv)
+    # + skip (an add of its own)
+    a = CellArch.parse(EXAMPLE)
+    cell = 5.0 + 0.5 + 2.0 + 1 * 0.25
     assert np.isclose(t[a.index], 7.0 + 2 * (3.0 - 1.0) + (2.0 - 1.0) + 5 * cell * (1 + 2 + 4))
-    assert np.isclose(t[CellArch((NONE,) * 6).index], 7.0 + 4.0 + 1.0)
+    # every cell's output is a zero: one x * 0 per cell
+    assert np.isclose(t[CellArch((NONE,) * 6).index], 7.0 + 4.0 + 1.0 + 5 * 0.75 * (1 + 2 + 4))
+    # node 1 is a zero read by a 1x1 conv; node 2 is the same zero (computed once) and read by nothing; node 3's
+    # sum skip + conv is folded into the conv
+    z = CellArch.parse("|none~0|+|none~0|none~1|+|skip_connect~0|nor_conv_1x1~1|none~2|")
+    assert np.isclose(t[z.index], 7.0 + 4.0 + 1.0 + 5 * (2.0 + 0.75) * (1 + 2 + 4))
+    # a LUT from before the zero piece charges nothing for it
+    old = piece_table({k: v for k, v in cost.items() if "_zero_" not in k})
+    assert np.isclose(old[CellArch((NONE,) * 6).index], 7.0 + 4.0 + 1.0)
     # three pools out of node 0 (to nodes 1, 2, 3) are one pool: the same tensor, computed once; a fourth out of
     # node 1 is another. Node 3 sums 2 inputs (1 add), node 2 one.
     pools = CellArch.parse("|avg_pool_3x3~0|+|avg_pool_3x3~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|none~2|")
@@ -189,7 +200,9 @@ def test_profile_space_nb201_local_end_to_end(tmp_path):
     # 9x the multiply-adds: a chain of 3x3 convs costs more than one of 1x1 convs at the last stage's shape
     assert med[f"nb201_nor_conv_3x3_c64r8_x{CHAIN}"] > med[f"nb201_nor_conv_1x1_c64r8_x{CHAIN}"]
     model = lut.latency_model()
-    assert model.min_value() > 0 and model.argmin_arch() == CellArch((NONE,) * 6)
+    # the cheapest network computes nothing in its cells: no conv or pool on an edge that is used
+    lo = np.array([model.argmin_arch().ops])
+    assert model.min_value() > 0 and not (np.isin(lo, (CONV1, CONV3, POOL)) & used_edges(lo)).any()
     assert model.argmax_arch().ops == (3,) * 6  # every edge a 3x3 conv
 
 
@@ -204,3 +217,33 @@ def test_params_and_flops_tables_count_the_torch_network():
         assert params.predict_arch(a) == sum(x.numel() for x in Network(a).parameters())
     assert flops.argmax_arch() == CellArch((3,) * 6) and flops.argmin_arch().ops.count(CONV3) == 0
     assert params.max_value() == 1531546  # NAS-Bench-201's largest cell network: 1.53 M parameters
+
+
+@pytest.mark.parametrize("arch", [
+    EXAMPLE, "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|nor_conv_3x3~0|nor_conv_3x3~1|avg_pool_3x3~2|",
+    "|avg_pool_3x3~0|+|avg_pool_3x3~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|skip_connect~2|",
+    "|none~0|+|none~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|avg_pool_3x3~2|",
+    "|none~0|+|skip_connect~0|none~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"])
+def test_node_sums_and_zero_nodes_match_the_optimised_graph(arch, tmp_path):
+    """What piece_table charges per cell is what ONNX Runtime runs: the adds left after folding sums into convs
+    (``node_sums``) and one x * 0 per cell with a read zero node (``zero_nodes``), counted on the optimised graph."""
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+
+    from profiler.export import export_onnx
+    from profiler.nb201_model import node_sums, zero_nodes
+    from profiler.nb201_torch import build_network
+
+    a = CellArch.parse(arch)
+    path = export_onnx(build_network(a), a.input_shape(1), tmp_path / "m.onnx")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    codes = np.array([a.ops])
+    cells = NB201.cells_per_stage * len(NB201.channels)
+    assert ops["Add"] == cells * node_sums(codes)[0]
+    assert ops["Mul"] == cells * zero_nodes(codes)[0]

@@ -229,6 +229,7 @@ class Piece:
 
 
 CHAIN = 8  # copies of a cell piece in its timed chain
+SHORT = 2  # copies in the short chain: (t(CHAIN) - t(SHORT)) / (CHAIN - SHORT) is one copy inside a network
 CHAINED = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "add", "zero")
 
 
@@ -239,7 +240,7 @@ def profile_pieces(space: Nb201Space = NB201) -> List[Piece]:
     shapes = space.stage_shapes()
     for s, (c, r) in enumerate(shapes):
         out.append(Piece("skip_connect", c, r, space=space))
-        out += [Piece(kind, c, r, CHAIN, space) for kind in CHAINED]
+        out += [Piece(kind, c, r, n, space) for kind in CHAINED for n in (SHORT, CHAIN)]
         if s + 1 < len(shapes):
             out.append(Piece("reduce", c, r, space=space))
     c, r = shapes[-1]

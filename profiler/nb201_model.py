@@ -24,7 +24,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .nb201 import (CHAIN, CONV1, CONV3, EDGES, N_EDGES, N_NODES, N_OPS, NB201, NONE, OPS, POOL, CellArch,
+from .nb201 import (CHAIN, CONV1, CONV3, EDGES, N_EDGES, N_NODES, N_OPS, NB201, NONE, OPS, POOL, SHORT, CellArch,
                     Nb201Space, all_op_codes, live_edges)
 
 N_ARCHS = N_OPS ** N_EDGES
@@ -129,8 +129,11 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
     Network = stem + reductions + head + Σ_stages cells × (Σ_used edges op + node sums × add), over the edges
     ``used_edges`` keeps. A model run alone pays
     one runtime call's cost c₀ (the identity model's time, per stage shape) that the network pays once, at its input
-    (kept with the stem). So in context: an op costs (t(chain of ``CHAIN``) − c₀) / ``CHAIN``, a reduction block or
-    the head t − c₀; a skip edge costs nothing but its node sum. Node sums cost the adds ``node_sums`` leaves unfolded.
+    (kept with the stem), and a chain of ops pays at its ends what the same ops inside a network may not (ONNX
+    Runtime's layout changes into and out of its blocked conv layout). So in context an op costs the difference of
+    two chains, (t(``CHAIN`` copies) − t(``SHORT`` copies)) / (``CHAIN`` − ``SHORT``) (LUTs from before the short
+    chains: (t(``CHAIN``) − c₀) / ``CHAIN``); a reduction block or the head t − c₀; a skip edge costs nothing but
+    its node sum. Node sums cost the adds ``node_sums`` leaves unfolded.
     Average pools of one source node are one computation: pooling has no weights, so two pool edges out of node j
     compute the same tensor, and the exporter or ONNX Runtime's common-subexpression pass keeps one (checked on the
     optimised graph); a pool costs once per source node it leaves. A zero node that is read (``zero_nodes``) costs
@@ -152,7 +155,11 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
         call = float(cost[f"nb201_skip_connect_{tag}"])
 
         def per_copy(kind: str) -> float:
-            return max((float(cost[f"nb201_{kind}_{tag}_x{CHAIN}"]) - call) / CHAIN, 0.0)
+            long = float(cost[f"nb201_{kind}_{tag}_x{CHAIN}"])
+            short = cost.get(f"nb201_{kind}_{tag}_x{SHORT}")  # absent from LUTs before the short chains
+            if short is None:
+                return max((long - call) / CHAIN, 0.0)
+            return max((long - float(short)) / (CHAIN - SHORT), 0.0)
 
         op_cost = np.zeros(N_OPS)
         for o in (CONV1, CONV3, POOL):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from profiler.nb201 import (CHAIN, CONV1, CONV3, EDGES, NB201, NONE, OPS, POOL, CellArch, all_archs, all_op_codes,
+from profiler.nb201 import (CHAIN, CONV1, CONV3, EDGES, NB201, NONE, OPS, POOL, SHORT, CellArch, all_archs, all_op_codes,
                             connected, live_edges, profile_pieces, random_archs)
 from profiler.nb201_model import CellLatency, features, piece_table, used_edges
 from profiler.nb201_torch import build_module
@@ -153,7 +153,8 @@ def test_piece_table_formula():
     cost = {}
     for p in profile_pieces():
         if p.kind in price:
-            cost[str(p)] = 1.0 + CHAIN * price[p.kind] * (p.c / 16)  # stages cost 1x, 2x, 4x
+            # call cost 1, 0.3 at a chain's ends, each copy its price; stages cost 1x, 2x, 4x
+            cost[str(p)] = 1.0 + 0.3 + p.reps * price[p.kind] * (p.c / 16)
         else:
             cost[str(p)] = {"stem": 7.0, "reduce": 3.0, "head": 2.0, "skip_connect": 1.0}[p.kind]
     t = piece_table(cost)
@@ -168,9 +169,11 @@ def test_piece_table_formula():
     # sum skip + conv is folded into the conv
     z = CellArch.parse("|none~0|+|none~0|none~1|+|skip_connect~0|nor_conv_1x1~1|none~2|")
     assert np.isclose(t[z.index], 7.0 + 4.0 + 1.0 + 5 * (2.0 + 0.75) * (1 + 2 + 4))
-    # a LUT from before the zero piece charges nothing for it
-    old = piece_table({k: v for k, v in cost.items() if "_zero_" not in k})
+    # a LUT from before the zero piece charges nothing for it; one from before the short chains takes the call cost
+    # off the long chain, which also charges the chain's ends (0.3, spread over its copies)
+    old = piece_table({k: v for k, v in cost.items() if "_zero_" not in k and not k.endswith(f"_x{SHORT}")})
     assert np.isclose(old[CellArch((NONE,) * 6).index], 7.0 + 4.0 + 1.0)
+    assert np.isclose(old[a.index], t[a.index] + 5 * (0.3 / CHAIN) * 4 * 3)  # 4 copies charged in each of 3 stages
     # three pools out of node 0 (to nodes 1, 2, 3) are one pool: the same tensor, computed once; a fourth out of
     # node 1 is another. Node 3 sums 2 inputs (1 add), node 2 one.
     pools = CellArch.parse("|avg_pool_3x3~0|+|avg_pool_3x3~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|none~2|")

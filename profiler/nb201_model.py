@@ -19,12 +19,13 @@ products of two edges' one-hots; ``disconnected``: the networks whose cell has n
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .nb201 import (CHAIN, CONV1, CONV3, EDGES, N_EDGES, N_NODES, N_OPS, NB201, NONE, OPS, POOL, SHORT, CellArch,
+from .nb201 import (CHAIN, CONV1, CONV3, EDGES, N_EDGES, N_NODES, N_OPS, NB201, NONE, OPS, POOL, SHORT, SKIP, CellArch,
                     Nb201Space, all_op_codes, live_edges)
 
 N_ARCHS = N_OPS ** N_EDGES
@@ -123,6 +124,37 @@ def node_sums(codes: np.ndarray) -> np.ndarray:
     return out
 
 
+def distinct_pools(codes: np.ndarray) -> np.ndarray:
+    """(n,) average pools a cell computes: pool edges whose inputs are the same tensor are one computation (common
+    subexpression). A node whose only used input is a skip edge is its source's tensor; nodes whose used inputs
+    are the same skips and pools of the same tensors are one tensor (no conv: convs have their own weights)."""
+    codes = np.asarray(codes)
+    run = used_edges(codes)
+    out = np.zeros(len(codes), int)
+    for n, (ops, on) in enumerate(zip(codes.tolist(), run.tolist())):
+        canon = [0]  # node -> the id of its tensor
+        exprs = {}
+        pooled = set()
+        for i in range(1, N_NODES):
+            terms = []
+            for e, (j, t) in enumerate(EDGES):
+                if t == i and on[e]:
+                    terms.append((ops[e], canon[j]) if ops[e] in (SKIP, POOL) else (ops[e], ("edge", e)))
+                    if ops[e] == POOL:
+                        pooled.add(canon[j])
+            if len(terms) == 1 and terms[0][0] == SKIP:
+                canon.append(terms[0][1])
+            else:
+                canon.append(exprs.setdefault(tuple(sorted(terms, key=repr)), i))
+        out[n] = len(pooled)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _all_distinct_pools() -> np.ndarray:
+    return distinct_pools(all_op_codes())
+
+
 def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndarray:
     """L(a) for every architecture from a measured LUT's pieces (medians, ms, by piece key).
 
@@ -134,10 +166,10 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
     two chains, (t(``CHAIN`` copies) − t(``SHORT`` copies)) / (``CHAIN`` − ``SHORT``) (LUTs from before the short
     chains: (t(``CHAIN``) − c₀) / ``CHAIN``); a reduction block or the head t − c₀; a skip edge costs nothing but
     its node sum. Node sums cost the adds ``node_sums`` leaves unfolded.
-    Average pools of one source node are one computation: pooling has no weights, so two pool edges out of node j
-    compute the same tensor, and the exporter or ONNX Runtime's common-subexpression pass keeps one (checked on the
-    optimised graph); a pool costs once per source node it leaves. A zero node that is read (``zero_nodes``) costs
-    its multiply and the layout changes around it (ONNX Runtime runs convs in a blocked layout, the multiply in
+    Pools of one tensor are one computation (``distinct_pools``): pooling has no weights, so two pool edges out of
+    node j (or out of nodes that hold the same tensor) compute the same result, and the exporter or ONNX Runtime's
+    common-subexpression pass keeps one (checked on the optimised graph). A zero node that is read
+    (``zero_nodes``) costs its multiply and the layout changes around it (ONNX Runtime runs convs in a blocked layout, the multiply in
     NCHW): the zero piece's chain less its 1x1 convs and adds. A LUT from before the zero piece charges it nothing.
     """
     codes = all_op_codes()
@@ -146,8 +178,7 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
     zeros = zero_nodes(codes)
     codes = np.where(run, codes, NONE)
     pools = (codes == POOL).sum(1)
-    distinct_pools = sum(((codes[:, [e for e, (j, _) in enumerate(EDGES) if j == src]] == POOL).any(1)).astype(int)
-                         for src in range(N_NODES - 1))
+    pools_run = _all_distinct_pools()
     total = np.full(len(codes), float(cost[f"nb201_stem_c3r{space.resolution}"]))
     shapes = space.stage_shapes()
     for s, (c, r) in enumerate(shapes):
@@ -167,7 +198,7 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
         zero = 0.0
         if f"nb201_zero_{tag}_x{CHAIN}" in cost:
             zero = max(per_copy("zero") - op_cost[CONV1] - per_copy("add"), 0.0)
-        total += space.cells_per_stage * (op_cost[codes].sum(1) - (pools - distinct_pools) * op_cost[POOL]
+        total += space.cells_per_stage * (op_cost[codes].sum(1) - (pools - pools_run) * op_cost[POOL]
                                           + adds * per_copy("add") + zeros * zero)
         if s + 1 < len(shapes):
             total += float(cost[f"nb201_reduce_{tag}"]) - call

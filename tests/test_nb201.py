@@ -226,17 +226,20 @@ def test_params_and_flops_tables_count_the_torch_network():
     EXAMPLE, "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|nor_conv_3x3~0|nor_conv_3x3~1|avg_pool_3x3~2|",
     "|avg_pool_3x3~0|+|avg_pool_3x3~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|skip_connect~2|",
     "|none~0|+|none~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|avg_pool_3x3~2|",
-    "|none~0|+|skip_connect~0|none~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"])
+    "|none~0|+|skip_connect~0|none~1|+|none~0|nor_conv_1x1~1|skip_connect~2|",
+    "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|none~2|",  # node 1 is node 0's tensor
+    "|avg_pool_3x3~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|avg_pool_3x3~2|"])
 def test_node_sums_and_zero_nodes_match_the_optimised_graph(arch, tmp_path):
     """What piece_table charges per cell is what ONNX Runtime runs: the adds left after folding sums into convs
-    (``node_sums``) and one x * 0 per cell with a read zero node (``zero_nodes``), counted on the optimised graph."""
+    (``node_sums``), one x * 0 per cell with a read zero node (``zero_nodes``) and the pools of distinct tensors
+    (``distinct_pools``), counted on the optimised graph."""
     import collections
 
     import onnx
     import onnxruntime as ort
 
     from profiler.export import export_onnx
-    from profiler.nb201_model import node_sums, zero_nodes
+    from profiler.nb201_model import distinct_pools, node_sums, zero_nodes
     from profiler.nb201_torch import build_network
 
     a = CellArch.parse(arch)
@@ -250,3 +253,4 @@ def test_node_sums_and_zero_nodes_match_the_optimised_graph(arch, tmp_path):
     cells = NB201.cells_per_stage * len(NB201.channels)
     assert ops["Add"] == cells * node_sums(codes)[0]
     assert ops["Mul"] == cells * zero_nodes(codes)[0]
+    assert ops["AveragePool"] == 2 + cells * distinct_pools(codes)[0]  # 2: the reduction blocks' shortcuts

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--processes", type=int, default=8)
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--cycles", type=int, default=2)
+    p.add_argument("--cycles", type=int, default=4)
     p.add_argument("--luts", default=str(ROOT / "luts"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     args = p.parse_args(argv)

@@ -105,21 +105,35 @@ def zero_nodes(codes: np.ndarray) -> np.ndarray:
 def node_sums(codes: np.ndarray) -> np.ndarray:
     """(n,) additions of a cell's node sums that run as adds of their own: node i sums its ``used_edges`` inputs in
     edge order, and an addition with a conv's output is folded into that conv (ONNX Runtime's conv-with-sum: the
-    second operand's conv, or the first's for the first addition). Checked on the optimised graph of 50 random
-    networks: 47 exact, the rest cells with a zero node."""
+    second operand's conv, or the first's for the first addition; a skip edge from a node that is one conv's output
+    read only by that edge counts as the conv), unless the other operand is a zero node passed on by a skip edge (a
+    plain-layout tensor the blocked conv cannot take as its sum). Checked on the optimised graph of 50 random
+    networks: all exact."""
     codes = np.asarray(codes)
     run = used_edges(codes)
     conv = (codes == CONV1) | (codes == CONV3)
+    empty = [None] + [(codes[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] == NONE).all(-1)
+                      for i in range(1, N_NODES)]
+    # a skip edge passes on a conv's output when its source node is one conv's output and read only by it
+    ins = [run[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] for i in range(N_NODES)]
+    conv_in = [(run & conv)[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] for i in range(N_NODES)]
+    outs = [run[..., [e for e, (j, _) in enumerate(EDGES) if j == i]].sum(-1) for i in range(N_NODES)]
+    single = [None] + [(ins[i].sum(-1) == 1) & (conv_in[i].sum(-1) == 1) & (outs[i] == 1) for i in range(1, N_NODES)]
+    conv = conv | np.stack([(codes[..., e] == SKIP) & single[j] if j else np.zeros(codes.shape[:-1], bool)
+                            for e, (j, _) in enumerate(EDGES)], -1)
     out = np.zeros(codes.shape[:-1], int)
     for i in range(1, N_NODES):
-        ins = [e for e, (_, t) in enumerate(EDGES) if t == i]
         seen = np.zeros(codes.shape[:-1], int)  # inputs so far
         first_conv = np.zeros(codes.shape[:-1], bool)
-        for e in ins:
+        first_zero = np.zeros(codes.shape[:-1], bool)
+        for e in [e for e, (_, t) in enumerate(EDGES) if t == i]:
             on = run[..., e]
-            folded = conv[..., e] | ((seen == 1) & first_conv)
+            j = EDGES[e][0]
+            zero_skip = (codes[..., e] == SKIP) & empty[j] if j else np.zeros(codes.shape[:-1], bool)
+            folded = (conv[..., e] & ~((seen == 1) & first_zero)) | ((seen == 1) & first_conv & ~zero_skip)
             out += on & (seen >= 1) & ~folded
             first_conv |= on & (seen == 0) & conv[..., e]
+            first_zero |= on & (seen == 0) & zero_skip
             seen += on
     return out
 
@@ -164,12 +178,12 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
     (kept with the stem), and a chain of ops pays at its ends what the same ops inside a network may not (ONNX
     Runtime's layout changes into and out of its blocked conv layout). So in context an op costs the difference of
     two chains, (t(``CHAIN`` copies) − t(``SHORT`` copies)) / (``CHAIN`` − ``SHORT``) (LUTs from before the short
-    chains: (t(``CHAIN``) − c₀) / ``CHAIN``); a reduction block or the head t − c₀; a skip edge costs nothing but
-    its node sum. Node sums cost the adds ``node_sums`` leaves unfolded.
-    Pools of one tensor are one computation (``distinct_pools``): pooling has no weights, so two pool edges out of
-    node j (or out of nodes that hold the same tensor) compute the same result, and the exporter or ONNX Runtime's
-    common-subexpression pass keeps one (checked on the optimised graph). A zero node that is read
-    (``zero_nodes``) costs its multiply and the layout changes around it (ONNX Runtime runs convs in a blocked layout, the multiply in
+    chains: (t(``CHAIN``) − c₀) / ``CHAIN``); a reduction block or the head t − c₀; a skip edge costs nothing
+    but its node sum. Node sums cost the adds ``node_sums`` leaves unfolded. Pools of one tensor are one
+    computation (``distinct_pools``): pooling has no weights, so two pool edges out of node j (or out of nodes that
+    hold the same tensor) compute the same result, and the exporter or ONNX Runtime's common-subexpression pass
+    keeps one (checked on the optimised graph). A zero node that is read (``zero_nodes``) costs its multiply and
+    the layout changes around it (ONNX Runtime runs convs in a blocked layout, the multiply in
     NCHW): the zero piece's chain less its 1x1 convs and adds. A LUT from before the zero piece charges it nothing.
     """
     codes = all_op_codes()

@@ -228,7 +228,9 @@ def test_params_and_flops_tables_count_the_torch_network():
     "|none~0|+|none~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|avg_pool_3x3~2|",
     "|none~0|+|skip_connect~0|none~1|+|none~0|nor_conv_1x1~1|skip_connect~2|",
     "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|none~2|",  # node 1 is node 0's tensor
-    "|avg_pool_3x3~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|avg_pool_3x3~2|"])
+    "|avg_pool_3x3~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|avg_pool_3x3~2|",
+    "|none~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",  # zero + conv: no fold
+    "|avg_pool_3x3~0|+|none~0|nor_conv_3x3~1|+|avg_pool_3x3~0|none~1|skip_connect~2|"])  # skip of a conv: folds
 def test_node_sums_and_zero_nodes_match_the_optimised_graph(arch, tmp_path):
     """What piece_table charges per cell is what ONNX Runtime runs: the adds left after folding sums into convs
     (``node_sums``), one x * 0 per cell with a read zero node (``zero_nodes``) and the pools of distinct tensors

@@ -248,9 +248,26 @@ def profile_pieces(space: Nb201Space = NB201) -> List[Piece]:
     return out
 
 
-def profile_entries(space: Nb201Space = NB201) -> List[Tuple[str, Piece, None]]:
-    """(key, piece, None) triples in the form ``profiler.runner.profile(..., entries=...)`` takes."""
-    return [(str(p), p, None) for p in profile_pieces(space)]
+CALIBRATION_SEED = 201  # draws the networks that set a LUT's level; validate draws its own with --seed (default 0)
+N_CALIBRATION = 8
+
+
+def calibration_archs(space: Nb201Space = NB201) -> List[CellArch]:
+    """The whole networks a NB201 LUT also measures: the cells' op costs in a network are scaled to fit them
+    (``profiler.nb201_model.piece_table``), since ops timed in chains and in a network differ by a common factor
+    that moves from run to run on a shared host."""
+    return random_archs(np.random.default_rng(CALIBRATION_SEED), N_CALIBRATION, space)
+
+
+def calibration_key(arch: CellArch) -> str:
+    return f"nb201_cal_{arch.index}"
+
+
+def profile_entries(space: Nb201Space = NB201) -> List[Tuple[str, object, None]]:
+    """(key, piece or network, None) triples in the form ``profiler.runner.profile(..., entries=...)`` takes: the
+    pieces and the calibration networks."""
+    return ([(str(p), p, None) for p in profile_pieces(space)]
+            + [(calibration_key(a), a, None) for a in calibration_archs(space)])
 
 
 def network_entries(archs: Sequence[CellArch]) -> List[Tuple[str, CellArch, None]]:

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from profiler.nb201 import (CHAIN, CONV1, CONV3, EDGES, NB201, NONE, OPS, POOL, SHORT, CellArch, all_archs, all_op_codes,
-                            connected, live_edges, profile_pieces, random_archs)
+                            calibration_archs, calibration_key, connected, live_edges, profile_entries,
+                            profile_pieces, random_archs)
 from profiler.nb201_model import CellLatency, features, piece_table, used_edges
 from profiler.nb201_torch import build_module
 
@@ -179,6 +180,12 @@ def test_piece_table_formula():
     pools = CellArch.parse("|avg_pool_3x3~0|+|avg_pool_3x3~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|none~2|")
     assert np.isclose(t[pools.index], 7.0 + 2 * (3.0 - 1.0) + (2.0 - 1.0) + 5 * (2 * 0.5 + 0.25) * (1 + 2 + 4))
     assert len(EDGES) == 6 and NB201.hash == NB201.hash and len(NB201.hash) == 16
+    # calibration networks measured at fixed parts + 1.25 x their cells' sum scale every cell by 1.25
+    fixed = 7.0 + 2 * (3.0 - 1.0) + (2.0 - 1.0)
+    cal = dict(cost, **{calibration_key(c): fixed + 1.25 * (t[c.index] - fixed) for c in calibration_archs()})
+    t2 = piece_table(cal)
+    assert np.isclose(t2[a.index], fixed + 1.25 * 5 * cell * (1 + 2 + 4))
+    assert np.allclose(t2 - fixed, 1.25 * (t - fixed))
 
 
 def test_profile_space_nb201_local_end_to_end(tmp_path):
@@ -198,7 +205,7 @@ def test_profile_space_nb201_local_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     lut = Lut.load(r.stdout.strip().splitlines()[-1])
     assert lut.data["space"] == {"name": "nb201", "hash": NB201.hash}
-    assert set(lut.entries) == {str(p) for p in profile_pieces()}
+    assert set(lut.entries) == {k for k, _, _ in profile_entries()}
     med = {k: v["median_ms"] for k, v in lut.entries.items()}
     # 9x the multiply-adds: a chain of 3x3 convs costs more than one of 1x1 convs at the last stage's shape
     assert med[f"nb201_nor_conv_3x3_c64r8_x{CHAIN}"] > med[f"nb201_nor_conv_1x1_c64r8_x{CHAIN}"]

@@ -185,8 +185,9 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
     keeps one (checked on the optimised graph). A zero node that is read (``zero_nodes``) costs its multiply and
     the layout changes around it (ONNX Runtime runs convs in a blocked layout, the multiply in
     NCHW): the zero piece's chain less its 1x1 convs and adds. A LUT from before the zero piece charges it nothing.
-    The cells' sum is then scaled to fit the calibration networks measured with the pieces (``calibration_scale``;
-    ops in a network cost a few per cent more than in chains, by an amount that moves between runs here).
+    The cells' convs and their other ops are then scaled to fit the calibration networks measured with the pieces
+    (``calibration_scale``; ops in a network cost a few per cent more or less than in chains, by an amount that
+    moves between runs here).
     """
     codes = all_op_codes()
     run = used_edges(codes)
@@ -196,7 +197,7 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
     pools = (codes == POOL).sum(1)
     pools_run = _all_distinct_pools()
     total = np.full(len(codes), float(cost[f"nb201_stem_c3r{space.resolution}"]))
-    cells = np.zeros(len(codes))  # the cells' ops, which the calibration networks scale
+    cells = np.zeros((2, len(codes)))  # the cells' convs and their other ops, which the calibration networks scale
     shapes = space.stage_shapes()
     for s, (c, r) in enumerate(shapes):
         tag = f"c{c}r{r}"
@@ -215,27 +216,33 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
         zero = 0.0
         if f"nb201_zero_{tag}_x{CHAIN}" in cost:
             zero = max(per_copy("zero") - op_cost[CONV1] - per_copy("add"), 0.0)
-        cells += space.cells_per_stage * (op_cost[codes].sum(1) - (pools - pools_run) * op_cost[POOL]
-                                          + adds * per_copy("add") + zeros * zero)
+        convs = np.where((codes == CONV1) | (codes == CONV3), op_cost[codes], 0.0).sum(1)
+        cells[0] += space.cells_per_stage * convs
+        cells[1] += space.cells_per_stage * (op_cost[codes].sum(1) - convs - (pools - pools_run) * op_cost[POOL]
+                                             + adds * per_copy("add") + zeros * zero)
         if s + 1 < len(shapes):
             total += float(cost[f"nb201_reduce_{tag}"]) - call
     total += float(cost[f"nb201_head_c{c}r{r}"]) - call  # c, r, call: the last stage's
     scale = calibration_scale(cost, total, cells, space)
-    return total + (1.0 if scale is None else scale) * cells
+    return total + (np.ones(2) if scale is None else scale) @ cells
 
 
 def calibration_scale(cost: Mapping[str, float], fixed: np.ndarray, cells: np.ndarray,
-                      space: Nb201Space = NB201) -> Optional[float]:
-    """The factor on the cells' op costs that fits the calibration networks measured with the pieces (least squares
-    of measured − fixed parts on the cells' sum, kept within [0.5, 2]); None for a LUT without them."""
+                      space: Nb201Space = NB201) -> Optional[np.ndarray]:
+    """Factors (convs, other ops) on the cells' costs that fit the calibration networks measured with the pieces:
+    least squares of measured − fixed parts on the cells' (2, n) parts, each kept within [0.5, 2]; one common
+    factor when the two parts cannot be told apart; None for a LUT without calibration networks."""
     got = [(a.index, float(cost[calibration_key(a)])) for a in calibration_archs(space) if calibration_key(a) in cost]
     if not got:
         return None
     idx, meas = np.array([i for i, _ in got]), np.array([m for _, m in got])
-    x = cells[idx]
-    if not (x > 0).any():
-        return None
-    return float(np.clip(((meas - fixed[idx]) * x).sum() / (x * x).sum(), 0.5, 2.0))
+    x, y = cells[:, idx].T, meas - fixed[idx]
+    if len(got) >= 4 and np.linalg.cond(x) < 30:
+        w = np.linalg.lstsq(x, y, rcond=None)[0]
+    else:
+        tot = x.sum(1)
+        w = np.full(2, (y * tot).sum() / (tot * tot).sum() if (tot > 0).any() else 1.0)
+    return np.clip(w, 0.5, 2.0)
 
 
 @dataclass(frozen=True, eq=False)

@@ -147,10 +147,7 @@ def test_network_export_matches_torch(tmp_path, monkeypatch):
     assert np.allclose(y, build_module(a)(torch.from_numpy(x)).detach().numpy(), atol=1e-4)
 
 
-def test_piece_table_formula():
-    """Synthetic piece costs: call cost 1 per model, ops at distinct prices, so each network's sum is known."""
-    # a zero piece copy is a 1x1 conv, an add and the zero node (0.75)
-    price = {"nor_conv_1x1": 2.0, "nor_conv_3x3": 5.0, "avg_pool_3x3": 0.5, "add": 0.25, "zero": 3.0}
+def _costs(price):
     cost = {}
     for p in profile_pieces():
         if p.kind in price:
@@ -158,6 +155,14 @@ def test_piece_table_formula():
             cost[str(p)] = 1.0 + 0.3 + p.reps * price[p.kind] * (p.c / 16)
         else:
             cost[str(p)] = {"stem": 7.0, "reduce": 3.0, "head": 2.0, "skip_connect": 1.0}[p.kind]
+    return cost
+
+
+def test_piece_table_formula():
+    """Synthetic piece costs: call cost 1 per model, ops at distinct prices, so each network's sum is known."""
+    # a zero piece copy is a 1x1 conv, an add and the zero node (0.75)
+    price = {"nor_conv_1x1": 2.0, "nor_conv_3x3": 5.0, "avg_pool_3x3": 0.5, "add": 0.25, "zero": 3.0}
+    cost = _costs(price)
     t = piece_table(cost)
     # conv3, skip, none, pool, conv1, skip: node 2 has 1 input; node 3 sums pool + conv1 (folded into the conv)
     # + skip (an add of its own)
@@ -186,6 +191,14 @@ def test_piece_table_formula():
     t2 = piece_table(cal)
     assert np.isclose(t2[a.index], fixed + 1.25 * 5 * cell * (1 + 2 + 4))
     assert np.allclose(t2 - fixed, 1.25 * (t - fixed))
+    # convs at 1.2x, the other ops at 0.8x: both factors are recovered (the zero piece holds a conv and an add)
+    convs_only = _costs(dict(price, avg_pool_3x3=0.0, add=0.0, zero=2.0))
+    conv_part = piece_table(convs_only) - fixed
+    other_part = t - fixed - conv_part
+    cal = dict(cost, **{calibration_key(c): fixed + 1.2 * conv_part[c.index] + 0.8 * other_part[c.index]
+                        for c in calibration_archs()})
+    assert np.allclose(piece_table(cal), fixed + 1.2 * conv_part + 0.8 * other_part)
+    assert np.isclose(piece_table(cal)[a.index], fixed + 5 * (1.2 * 7.0 + 0.8 * 0.75) * (1 + 2 + 4))
 
 
 def test_profile_space_nb201_local_end_to_end(tmp_path):

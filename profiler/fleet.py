@@ -21,6 +21,7 @@ from .journal import journal_path
 from .lut import lut_dir
 from .progress import fmt_s
 from .protocol import decode, entries_done
+from .resume import usable_by_worker
 from .runner import Method, export_entry, job_entries, job_id, model_format, profile
 from .ssh import ConnectionLost, SSHTransport
 
@@ -37,6 +38,7 @@ class Job:
     journal: Path
     total: int
     need: int = 1  # worker processes that measure each entry (the method's ``processes``; 1 when adaptive)
+    keys: Optional[List[str]] = None  # the job's entry keys: a worker that did not finish its keys is set aside
     state: str = "waiting"
     attempts: int = 0
     path: Optional[Path] = None
@@ -44,7 +46,8 @@ class Job:
     error: Optional[BaseException] = None
 
     def done(self) -> int:
-        """Entries finished so far, read from the journal (every worker pass counts a fraction of an entry)."""
+        """Entries finished so far, read from the journal (every worker pass counts a fraction of an entry; a worker
+        cut off before it finished its keys counts nothing, as when the run resumes)."""
         if self.path:
             return self.total
         try:
@@ -57,7 +60,10 @@ class Job:
                 records.append(decode(line))
             except ValueError:
                 pass  # the journal's own loader reports a damaged file; progress just skips the line
-        return entries_done(records, self.need)
+        if self.keys is None:
+            return entries_done(records, self.need)
+        have = usable_by_worker(records, self.keys, self.need)  # as the runner counts: partial workers set aside
+        return sum(min(len(v), self.need) for v in have.values()) // max(self.need, 1)
 
 
 def retry_policy(device: Device):
@@ -166,7 +172,7 @@ def profile_fleet(devices: List[Device], space, args, method: Method, entries: O
         rt = dev.runtime_settings(args.runtime, args.threads)
         jid = job_id(dev, space, rt, dev.preset.batch, method, keys)
         jobs.append(Job(dev, rt, dev.preset.batch, journal_path(lut_dir(out, dev.name, space), jid),
-                        len(keys), need=1 if method.processes <= 1 else method.processes))
+                        len(keys), need=1 if method.processes <= 1 else method.processes, keys=list(keys)))
     # Export on the host first, one model at a time (torch's exporters are not thread-safe), so the device threads
     # find every model in the cache and only wait on their devices.
     for fmt, batch in sorted({(model_format(j.runtime["name"]), j.batch) for j in jobs}):

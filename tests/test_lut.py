@@ -135,6 +135,26 @@ def test_fleet_progress_counts_an_entry_done_only_when_every_worker_pass_measure
     assert job.done() == 4
 
 
+def test_fleet_progress_leaves_out_a_worker_that_was_cut_off(tmp_path):
+    """A worker that journaled 2 of its 4 keys before its connection dropped is set aside when the run resumes (its
+    keys are measured again, whole): progress does not count it, before or after the rerun of that worker."""
+    import json
+
+    from profiler.devices import LOCAL
+    from profiler.fleet import Job
+
+    keys = [f"k{i}" for i in range(4)]
+    path = tmp_path / ".journal-x.jsonl"
+    job = Job(LOCAL, {}, 1, path, total=4, need=2, keys=keys)
+    run = {"type": "run", "worker": 0, "keys": keys}
+    cut = [run] + [{"type": "entry", "key": k, "worker": 0} for k in keys[:2]]
+    path.write_text("".join(json.dumps(x) + "\n" for x in cut))
+    assert job.done() == 0  # the old count: 2 of 8 (key, worker) units, i.e. 1 entry
+    whole = [run] + [{"type": "entry", "key": k, "worker": 0} for k in keys]
+    path.write_text("".join(json.dumps(x) + "\n" for x in cut + whole))
+    assert job.done() == 2  # worker 0 whole: 4 of 8 units
+
+
 def test_the_host_refuses_an_agent_of_another_protocol_version():
     from profiler.errors import DeviceFailed
     from profiler.protocol import PROTOCOL, parse_line

@@ -35,9 +35,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
     ap.add_argument("--luts", default="luts")
     ap.add_argument("--max-age-days", type=float, default=7.0, help="re-profile when the newest LUT is older")
-    # -v2: trained with the warm-up and clip recipe; a demo-supernet.pt from before it is not reused
-    ap.add_argument("--supernet", default=str(Path.home() / ".cache" / "lutnas" / "demo-supernet-v2.pt"))
-    ap.add_argument("--epochs", type=int, default=30)
+    # -v3: 15 epochs, to keep the whole demo within 10 min (issue 17); -v2 had 30, a demo-supernet.pt no warm-up/clip
+    ap.add_argument("--supernet", default=str(Path.home() / ".cache" / "lutnas" / "demo-supernet-v3.pt"))
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--targets", type=int, default=3)
     ap.add_argument("--steps", type=int, default=100, help="search steps per target (one supernet call each)")
     ap.add_argument("--out", default="demo-out")

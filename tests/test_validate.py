@@ -123,19 +123,23 @@ def test_drift_tells_a_changed_device_from_the_lut(lut_path, tmp_path):
     halved = tmp_path / "halved" / lut_path.name
     halved.parent.mkdir()
     halved.write_text(json.dumps(data))
-    report, same = tmp_path / "drift.json", tmp_path / "same.json"
-
     def drift(lut, out):
-        return subprocess.run([str(BIN / "validate"), "--lut", str(lut), "--out", str(tmp_path), "--drift",
-                               "--anchors", "4", "--budget", "0.3", "--json", str(out), "--quiet"],
-                              capture_output=True, text=True, timeout=600)
+        r = subprocess.run([str(BIN / "validate"), "--lut", str(lut), "--out", str(tmp_path), "--drift",
+                            "--anchors", "4", "--budget", "0.3", "--json", str(out), "--quiet"],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        return r, json.loads(out.read_text())["device_vs_lut"]
 
-    r = drift(halved, report)
-    assert r.returncode == 0, r.stderr
-    unchanged = drift(lut_path, same)  # right after: the host's own state, which moves on this VM, divides out
-    assert unchanged.returncode == 0, unchanged.stderr
-    d, base = (json.loads(f.read_text())["device_vs_lut"] for f in (report, same))
-    assert len(d["anchors"]) == 4 and 1.5 < d["ratio"] / base["ratio"] < 2.7 and d["stale"]
+    # The halved and the unchanged LUT checked in alternation, three pairs: the host's own state, which moves on this
+    # VM (one pair of 0.3 s checks read 31 % apart, 2026-11-30), divides out of each pair's ratio; the median is kept.
+    ratios = []
+    for i in range(3):
+        order = [(halved, "h"), (lut_path, "u")][:: 1 if i % 2 == 0 else -1]
+        got = {tag: drift(lut, tmp_path / f"{tag}{i}.json") for lut, tag in order}
+        ratios.append(got["h"][1]["ratio"] / got["u"][1]["ratio"])
+        if i == 0:
+            r, d = got["h"]
+    assert len(d["anchors"]) == 4 and 1.5 < float(np.median(ratios)) < 2.7 and d["stale"], ratios
     assert f"runs its blocks at {d['ratio']:.3f}x the times in {halved}" in r.stderr
     assert "re-profile with: profile --device local" in r.stderr
     assert float(r.stdout.strip()) == pytest.approx(d["ratio"], abs=1e-4)

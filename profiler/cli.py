@@ -172,6 +172,9 @@ def validate_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true", help="fit measured = a*predicted + b on half the networks "
                    "and, if it improves the other half, store it with the LUT as a new version")
     p.add_argument("--budget", type=float_range(0), default=4.0, metavar="S", help="seconds of timed calls per network")
+    p.add_argument("--processes", type=int_range(2), metavar="P", help="worker processes per network (default: the "
+                   "LUT's own, e.g. 20; fewer is quicker and noisier)")
+    p.add_argument("--rounds", type=int_range(1), metavar="N", help="rounds each worker times (default: the LUT's own)")
     p.add_argument("--anchors", type=int_range(0), default=8, metavar="N", help="LUT blocks re-measured in their own pass "
                    "before the networks, to tell a changed device from a wrong model (default 8; 0: none)")
     p.add_argument("--cycles", type=int_range(0), default=0, metavar="N", help="also re-measure all the LUT's entries, in N "

@@ -208,6 +208,10 @@ def run_validate(args) -> int:
     # 1.12x median, in a run where the networks themselves were within 1.7 % of the prediction): that is the
     # context, not the device (docs/BENCHMARKS.md, "The device moved between sessions").
     method = replace(lut.method(), budget_s=args.budget)
+    if getattr(args, "processes", None):  # fewer workers than the LUT's, and no top-ups: a quicker, rougher check
+        method = replace(method, processes=args.processes, max_processes=args.processes)
+    if getattr(args, "rounds", None):
+        method = replace(method, rounds=args.rounds)
     passes = [("anchors", None, method, [(anchor_key(k), BlockSpec.parse(k), None) for k in anchors]),
               ("networks", None, method, nets)]
     cycles = 0 if args.drift else args.cycles
@@ -293,7 +297,8 @@ def run_validate(args) -> int:
         report["device_vs_lut"] = drift
     report.update({
         "lut": str(lut.path), "device": dev.name, "calibration_applied": lut.calibration,
-        "networks": [{"arch": str(a), "predicted_ms": p, "measured_ms": m, "ci95_ms": done[net_key(a)]["ci95_ms"]}
+        "networks": [{"arch": str(a), "predicted_ms": p, "measured_ms": m, "ci95_ms": done[net_key(a)]["ci95_ms"],
+                      "n": done[net_key(a)].get("n")}
                      for a, p, m in zip(archs, pred, meas)],
         "wall_s": timing, "trust_warnings": trust,
     })

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     stale = None
     if path is not None and fresh:  # young enough, but is the device still the one it describes?
         ratio = float(step("check the device against the LUT", "validate", "--device", "local", "--lut", path,
-                           "--out", args.luts, "--drift", "--quiet").strip().splitlines()[-1])
+                           "--out", args.luts, "--drift", "--processes", "4", "--quiet").strip().splitlines()[-1])
         stale = abs(ratio - 1.0) > STALE
     if path is None or not fresh or stale:
         why = "none yet" if path is None else ("older than %g days" % args.max_age_days if not fresh else
@@ -67,8 +67,10 @@ def main(argv=None) -> int:
               f"{STALE * 100:.0f} % of it)", file=sys.stderr)
     lut = Lut.load(path)
     cal = ["--calibrate"] if not lut.calibration else []
-    step("validate", "validate", "--device", "local", "--lut", path, "--out", args.luts, "--n", "20", "--quiet",
-         "--json", out / "validate.json", "--plot", out / "validate.png", *cal)
+    # 4 workers x 20 rounds a network, not the LUT's 20 x 40: the LUT's method gave 800 samples of each network and
+    # took 4.7 of validate's 6.3 minutes (docs/BENCHMARKS.md, issue 17); `validate` alone keeps the LUT's
+    step("validate", "validate", "--device", "local", "--lut", path, "--out", args.luts, "--n", "20", "--processes",
+         "4", "--rounds", "20", "--quiet", "--json", out / "validate.json", "--plot", out / "validate.png", *cal)
     report = json.loads((out / "validate.json").read_text())
     if report.get("calibrated_lut"):
         path = Path(report["calibrated_lut"])

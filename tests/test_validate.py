@@ -146,6 +146,21 @@ def test_drift_tells_a_changed_device_from_the_lut(lut_path, tmp_path):
 
 
 
+def test_processes_and_rounds_set_each_networks_samples(lut_path, tmp_path):
+    """--processes 2 --rounds 3: every network pools 2 workers' 3 rounds (6 samples), whatever the LUT was measured
+    with; --processes 1 (the agent's adaptive mode) is refused in one line."""
+    out = tmp_path / "v.json"
+    r = subprocess.run([str(BIN / "validate"), "--lut", str(lut_path), "--out", str(tmp_path), "--n", "4",
+                        "--processes", "2", "--rounds", "3", "--same-run", "0", "--anchors", "2", "--quiet",
+                        "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    nets = json.loads(out.read_text())["networks"]
+    assert len(nets) == 4 and all(n["n"] == 6 for n in nets), nets
+    bad = subprocess.run([str(BIN / "validate"), "--lut", str(lut_path), "--processes", "1"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--processes" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_cycles_predict_from_the_lut_re_measured_beside_the_networks(lut_path, tmp_path):
     """--cycles 2: the LUT's entries are re-measured in two passes alternating with the networks', and the networks
     are predicted from that table too. Given a LUT whose numbers are all halved (a device that moved 2x since),

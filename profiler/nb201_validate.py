@@ -15,7 +15,7 @@ import numpy as np
 from .lut import Lut, lut_dir
 from .nb201 import NB201, CellArch, network_entries, profile_entries, random_archs
 from .nb201_model import CellLatency
-from .runner import Method, measure, pool_parts
+from .runner import Method, measure, pool_parts, validate_method
 from .report import metrics
 
 
@@ -80,7 +80,7 @@ def run_validate_nb201(args, dev, lut: Lut) -> int:
 
         raise BadInput(f"{lut.path} is fitted from whole-network measurements elsewhere ({lut.data.get('provenance')}"
                        "): its held-out report is in the file; validate measures LUTs profiled on a device")
-    method = replace(lut.method(), budget_s=args.budget)
+    method = validate_method(lut.method(), args)  # the LUT's, with --budget, --processes, --rounds
     report = validate_nb201(dev, lut.runtime_for(dev), lut.data["batch"], method, Path(args.out), n=args.n,
                             seed=args.seed, cycles=max(args.cycles, 1) if args.cycles else 2, lut=lut,
                             progress=not args.quiet)

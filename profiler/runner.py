@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -61,6 +61,17 @@ def job_entries(space: Space, method: Method) -> List[Tuple[str, BlockSpec, Opti
 
 def job_id(device: Device, space: Space, runtime: dict, batch: int, method: Method, keys: Sequence[str]) -> str:
     return journal_job_id(device.name, space.hash, runtime, batch, asdict(method), sorted(keys))
+
+
+def validate_method(method: "Method", args) -> "Method":
+    """A LUT's measuring method as ``validate`` uses it: its --budget, and --processes/--rounds where given (fewer
+    workers than the LUT's, and no top-ups: a quicker, rougher check)."""
+    method = replace(method, budget_s=args.budget)
+    if getattr(args, "processes", None):
+        method = replace(method, processes=args.processes, max_processes=args.processes)
+    if getattr(args, "rounds", None):
+        method = replace(method, rounds=args.rounds)
+    return method
 
 
 def export_entry(first, second: Optional[BlockSpec], batch: int, fmt: str) -> Tuple[Path, bool]:

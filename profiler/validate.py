@@ -19,7 +19,7 @@ from .files import atomic_write_json
 from .journal import job_id, journal_path
 from .keys import EntryKey, anchor_key, is_pair, lut_key, net_key
 from .lut import Lut, latest, lut_dir
-from .runner import measure, pool_parts
+from .runner import measure, pool_parts, validate_method
 from .report import metrics, plot
 from .space import Arch, BlockSpec, Space
 
@@ -207,11 +207,7 @@ def run_validate(args) -> int:
     # networks they read slow by the cache state the networks leave behind (up to 1.35x on the smallest block,
     # 1.12x median, in a run where the networks themselves were within 1.7 % of the prediction): that is the
     # context, not the device (docs/BENCHMARKS.md, "The device moved between sessions").
-    method = replace(lut.method(), budget_s=args.budget)
-    if getattr(args, "processes", None):  # fewer workers than the LUT's, and no top-ups: a quicker, rougher check
-        method = replace(method, processes=args.processes, max_processes=args.processes)
-    if getattr(args, "rounds", None):
-        method = replace(method, rounds=args.rounds)
+    method = validate_method(lut.method(), args)
     passes = [("anchors", None, method, [(anchor_key(k), BlockSpec.parse(k), None) for k in anchors]),
               ("networks", None, method, nets)]
     cycles = 0 if args.drift else args.cycles

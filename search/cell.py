@@ -26,6 +26,7 @@ from profiler.nb201 import N_EDGES, N_OPS, CellArch, all_op_codes
 from profiler.nb201_model import CellLatency
 
 from .exact import NotSeparable
+from .polish import local_search
 from .problem import Calls, InfeasibleTarget, Problem, finish
 
 _CODES = all_op_codes()
@@ -147,22 +148,13 @@ def polish_cell(problem: Problem, alpha: np.ndarray, beta: np.ndarray,
     f_best = calls.value(best)
     if best_key != str(vertex):
         c = calls.grad(*best.one_hot())[0]
-    evals, since, moves = 0, 0, 0
-    improved = True
-    while improved and evals < max_evals:
-        improved = False
-        for _, key, cand in _moves(problem, best, c, ok):
-            if key in calls.memo:
-                continue
-            evals, since = evals + 1, since + 1
-            f = calls.value(cand)
-            if f < f_best - 1e-12 * max(1.0, abs(f_best)):
-                best, f_best, src, since, improved, moves = cand, f, "local", 0, True, moves + 1
-                c = calls.grad(*best.one_hot())[0]
-                break
-            if since >= patience or evals >= max_evals:
-                break
-        if since >= patience:
-            break
+    model = [c]
+
+    def moved(arch):  # the model again at every accepted move: one call here
+        model[0] = calls.grad(*arch.one_hot())[0]
+
+    best, _, moves, _, _ = local_search(calls, best, f_best, [lambda a: _moves(problem, a, model[0], ok)],
+                                        max_evals, patience, moved)
+    src = "local" if moves else src
     return best, {"polish_evals": calls.calls, "polish_from": src, "polish_moves": moves,
                   "polish_solver": "enumeration", "polish_candidates": len(pool)}

@@ -214,6 +214,8 @@ def run_search(args) -> int:
     for t in sorted(targets):
         t0 = time.monotonic()
         conf = tighten(args, cal, t, objective)
+        if hasattr(objective, "restart"):  # one oracle for the sweep, its sampled state afresh for each target
+            objective.restart()
         try:
             r = solve(latency, conf["searched_target"] if conf else t, objective, algo=args.algo,
                       constraints=constraints, steps=args.steps, seed=args.seed, warm_start=tuple(found[-1:]),

@@ -140,3 +140,56 @@ def test_a_sweep_of_ten_targets_is_monotone(algo):
     for r in rs:
         if r.feasible:
             assert r.predicted_ms <= r.target_ms * (1 + 1e-9)
+
+
+def test_exchanges_meet_the_bound_only_together_and_come_best_first():
+    """An exchange spends latency in one group and saves it in another: each pair meets the bound, at least one
+    of its two moves does not alone, and the pairs come in order of the model's predicted gain."""
+    from search.polish import _exchanges, linear_model
+    from search.problem import Calls, Problem
+
+    from profiler.space import random_arch
+
+    obj = objective(3)
+    arch = random_arch(np.random.default_rng(4))
+    target = SYNTH.predict_arch(arch) * 1.001  # binding: few one-group moves fit
+    problem = Problem(HARDCORE, [(SYNTH, target)], plain(obj))
+    c, e = linear_model(problem, *arch.one_hot(), Calls(problem.objective))
+    pairs = _exchanges(problem, arch, c, e)
+    assert len(pairs) > 10
+    gains = [g for g, _, _ in pairs]
+    assert gains == sorted(gains)
+    one_moves = 0
+    for _, _, cand in pairs[:200]:
+        assert SYNTH.predict_arch(cand) <= target * (1 + 1e-9)
+        changed = [(s, b) for s in range(HARDCORE.n_stages) for b in range(max(len(arch.stages[s]),
+                                                                             len(cand.stages[s])))
+                   if arch.stages[s][b:b + 1] != cand.stages[s][b:b + 1]]
+        assert 2 <= len(changed)  # two groups (a depth move changes one or more slots of its stage)
+        one_moves += len(changed) == 2
+    assert one_moves > 0
+
+
+def test_local_search_tries_the_next_neighbourhood_only_at_a_local_optimum():
+    from search.polish import local_search
+
+    class Calls:  # values on the integers: 0 is the start, 7 the best; +1 moves stall at 1, +3 jumps reach 7
+        def __init__(self):
+            self.memo, self.calls = {}, 0
+
+        def value(self, x):
+            self.memo[str(x)] = True
+            self.calls += 1
+            return {0: 5.0, 1: 4.0, 2: 6.0, 4: 4.5, 3: 3.0, 7: 1.0}.get(x, 9.0)
+
+    calls, seen = Calls(), []
+    step = lambda x: [(0.0, str(x + 1), x + 1)]  # noqa: E731
+    jump = lambda x: [(0.0, str(x + 3), x + 3)]  # noqa: E731
+    best, f, moves, evals, optimum = local_search(calls, 0, 5.0, [step, jump], 50, 10, seen.append)
+    # 0 -> 1 (a step), 2 worse, then the jumps: 4 worse; no neighbourhood improves at 1
+    assert (best, f, moves) == (1, 4.0, 1) and optimum and evals == 3 and seen == [1]
+    calls = Calls()
+    best, f, moves, evals, optimum = local_search(calls, 0, 5.0, [jump, step], 50, 10)
+    assert (best, f, moves) == (3, 3.0, 1) and optimum  # 0 -> 3, 6 worse (9), 4 worse (4.5)
+    calls = Calls()
+    assert local_search(calls, 0, 5.0, [jump, step], 1, 10)[4] is False  # the cap, not an optimum

@@ -272,3 +272,21 @@ def test_a_linearisation_at_an_architecture_is_probed_once_and_reused(net, digit
     again = o(oa, ob)
     assert o.stats["grad_hits"] == 1 and o.stats["samples"] == samples  # no probe ran the second time
     assert again[0] == first[0] and np.abs(again[1]).max() > 0
+
+
+def test_restart_gives_the_next_target_the_sampled_state_of_a_fresh_oracle(net, digits):
+    """A sweep's looser target used to begin with the tighter one's probe table (its argmax settled on them):
+    restart() puts the draws and the table back to a fresh oracle's, and keeps what is exact."""
+    o, fresh = SupernetOracle(net, digits, images=16, seed=3), SupernetOracle(net, digits, images=16, seed=3)
+    a, b = _central(net)
+    o(a, b)
+    arch = random_arch(np.random.default_rng(5))
+    loss = o.true_loss(arch)
+    assert float(o.table.n_alpha.sum()) > 0
+    o.restart()
+    assert float(o.table.n_alpha.sum()) == 0
+    assert torch.equal(o.next_batch(), fresh.next_batch())
+    got, want = o(a, b), fresh(a, b)
+    assert got[0] == pytest.approx(want[0]) and np.allclose(got[1], want[1]) and np.allclose(got[2], want[2])
+    hits = o.stats["true_hits"]
+    assert o.true_loss(arch) == loss and o.stats["true_hits"] == hits + 1  # the true losses are kept

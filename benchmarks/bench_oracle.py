@@ -89,7 +89,9 @@ def main(argv=None) -> int:
     targets = [round(lo + (hi - lo) * f, 2) for f in map(float, args.fractions.split(","))]
     seeds = [int(s) for s in args.seeds.split(",")]
     res = {"supernet": args.supernet, "train": tr, "lut": str(args.lut), "targets": targets,
-           "loadavg_start": os.getloadavg(), "affinity": sorted(os.sched_getaffinity(0)), "searches": []}
+           "loadavg_start": os.getloadavg(), "affinity": sorted(os.sched_getaffinity(0)),
+           "omp_num_threads": os.environ.get("OMP_NUM_THREADS", f"unset (torch's default: {os.cpu_count()} cores)"),
+           "searches": []}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -283,11 +283,12 @@ def pick_trusted(measured, stream=None) -> Path:
     return measured[-1]
 
 
-def latest(out: Path, device: str, space: Space, calibrated: bool = False) -> Optional[Path]:
+def latest(out: Path, device: str, space: Space, calibrated: bool = False, trusted: bool = True) -> Optional[Path]:
     """The newest measured LUT file for a device and space whose entries are mostly unflagged, or None.
 
     Flagged entries (CI target missed, unstable, outliers) make a rough table: a LUT with more than 10 % of them
-    is passed over for an older one with fewer; if all have more, the newest is taken and a note says so.
+    is passed over for an older one with fewer; if all have more, the newest is taken and a note says so. With
+    ``trusted=False`` the newest, flagged or not (for a caller that checks it against the device first).
 
     With ``calibrated``, the newest calibrated version of that LUT (``<name>-cal-<stamp>.json``, written by
     ``validate --calibrate``) when one exists. A calibration of an older LUT is never preferred over a newer
@@ -298,7 +299,7 @@ def latest(out: Path, device: str, space: Space, calibrated: bool = False) -> Op
     measured = sorted(p for p in files if "-cal-" not in p.name)
     if not measured:
         return None
-    newest = pick_trusted(measured)  # issue 18: the newest with few flagged entries, or says why not
+    newest = pick_trusted(measured) if trusted else measured[-1]  # issue 18: few flagged entries, or says why not
     if calibrated:
         cal = sorted(p for p in files if p.name.startswith(newest.stem + "-cal-"))
         if cal:

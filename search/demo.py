@@ -46,12 +46,14 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    measured = latest(Path(args.luts), "local", HARDCORE)
+    measured = latest(Path(args.luts), "local", HARDCORE, trusted=False)
     if measured is not None:  # the age of the measurement, not of a later calibration
         age = datetime.now(timezone.utc) - datetime.strptime(Lut.load(measured).data["created"],
                                                               "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         fresh = age.total_seconds() < args.max_age_days * 86400
-    path = latest(Path(args.luts), "local", HARDCORE, calibrated=True)
+    # the newest LUT even if flagged (a loaded host flags many entries): the drift check below says whether this
+    # device still runs at its times; the trusted pick was often an older one that did not, so every demo re-profiled
+    path = latest(Path(args.luts), "local", HARDCORE, calibrated=True, trusted=False)
     stale = None
     if path is not None and fresh:  # young enough, but is the device still the one it describes?
         ratio = float(step("check the device against the LUT", "validate", "--device", "local", "--lut", path,

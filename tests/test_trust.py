@@ -65,6 +65,7 @@ def test_latest_prefers_a_lut_with_few_flagged_entries_and_says_why(tmp_path):
     assert pick_trusted([old, new], err) == old
     assert "using 20261101T000000Z-onnxruntime-t1-b1.json" in err.getvalue() and "newer ones have more" in err.getvalue()
     assert latest(tmp_path, "local", HARDCORE) == old
+    assert latest(tmp_path, "local", HARDCORE, trusted=False) == new  # make demo: the newest, then its drift check
     old.write_text(new.read_text())  # now every LUT is flagged: the newest, and a note saying so
     err = io.StringIO()
     assert pick_trusted([old, new], err) == new

@@ -97,6 +97,12 @@ def main(argv=None) -> int:
     for x in res:
         print(f"{x['target_ms']:9.2f} {x['predicted_ms']:9.3f} {x['measured_ms']:9.3f}±{x['measured_ci95_ms']:.3f} "
               f"{'yes' if x['meets_target_measured'] else 'NO':>5} {x['params'] / 1e6:6.2f}M {x['accuracy']:6.3f}")
+    if res and "device_vs_lut" in res[0]:  # measured with the networks: why a miss happened, if one did
+        r = res[0]["device_vs_lut"]
+        why = "" if all(x["meets_target_measured"] for x in res) else (
+            ": slower than when profiled, so a miss is the device's state, not the search (re-run: it re-profiles)"
+            if r > 1 + STALE else ": within 5 % of the LUT, so a miss is the prediction's")
+        print(f"the device ran the LUT's anchor blocks at {r:.3f}x their times during the measurement{why}")
     print(f"architectures and ONNX files: {out}/search.json, {out}/onnx/")
     return 0 if all(x["meets_target_measured"] for x in res) else 1
 

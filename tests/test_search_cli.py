@@ -134,4 +134,6 @@ def test_verify_on_the_local_device_measures_each_found_network(tmp_path):
         # met when the measured median less its CI is within the budget, and only then
         assert x["meets_target_measured"] is (x["measured_ms"] - x["measured_ci95_ms"] <= x["target_ms"])
     assert res[1]["measured_ms"] > res[0]["measured_ms"]
+    # the device's speed against the LUT's, from anchor blocks measured in the same run (one figure for the run)
+    assert res[0]["device_vs_lut"] == res[1]["device_vs_lut"] and 0.3 < res[0]["device_vs_lut"] < 3
     assert not list((tmp_path / "luts").rglob(".journal-verify-*"))

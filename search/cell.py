@@ -26,7 +26,7 @@ from profiler.nb201 import N_EDGES, N_OPS, CellArch, all_op_codes
 from profiler.nb201_model import CellLatency
 
 from .exact import NotSeparable
-from .polish import local_search
+from .local import local_search
 from .problem import Calls, InfeasibleTarget, Problem, finish
 
 _CODES = all_op_codes()

@@ -30,7 +30,7 @@ Every oracle call is counted (``info["polish_evals"]``): with a supernet each on
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from profiler.space import Arch
 
 from .decode import is_cell
 from .exact import solve_separable
+from .local import local_search
 from .problem import Calls as _Calls, Problem
 
 
@@ -145,35 +146,6 @@ def _exchanges(problem: Problem, arch: Arch, c: np.ndarray, e: np.ndarray, limit
         if problem.feasible_arch(cand):
             out.append((float(gain[i[k]] + gain[j[k]]), str(cand), cand))
     return out
-
-
-def local_search(calls: _Calls, best, f_best: float, neighbourhoods: Sequence[Callable], max_evals: int,
-                 patience: int, moved: Optional[Callable] = None) -> Tuple[object, float, int, int, bool]:
-    """First-improvement local search on the true objective: (best architecture, its value, accepted moves,
-    evaluations, whether it ended at a local optimum: no move of any neighbourhood improves).
-
-    ``neighbourhoods`` are functions arch -> [(predicted gain, key, neighbour)], best first, tried in order: the next
-    one only once no move of the earlier ones improves, and an improvement starts again from the first. Moves
-    evaluated before (``calls.memo``) are skipped. It stops after ``patience`` evaluations in a row without
-    improvement, ``max_evals`` in all, or when no neighbourhood improves. ``moved(arch)`` is called after every
-    accepted move (e.g. to take the model again there)."""
-    evals = since = moves = level = 0
-    while level < len(neighbourhoods) and evals < max_evals and since < patience:
-        improved = False
-        for _, key, cand in neighbourhoods[level](best):
-            if key in calls.memo:
-                continue
-            evals, since = evals + 1, since + 1
-            f = calls.value(cand)
-            if f < f_best - 1e-12 * max(1.0, abs(f_best)):
-                best, f_best, since, moves, improved = cand, f, 0, moves + 1, True
-                if moved is not None:
-                    moved(best)
-                break
-            if since >= patience or evals >= max_evals:
-                break
-        level = 0 if improved else level + 1
-    return best, f_best, moves, evals, level >= len(neighbourhoods)
 
 
 def polish(problem: Problem, alpha: np.ndarray, beta: np.ndarray, candidates: Sequence[Optional[Arch]] = (),

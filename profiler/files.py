@@ -6,9 +6,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, List, Sequence, Tuple
 
-from .errors import NotWritable, WouldOverwrite
+from .errors import BadInput, NotWritable, WouldOverwrite
 
 
 @contextlib.contextmanager
@@ -58,3 +58,31 @@ def atomic_write_json(path, data: dict, overwrite: bool = False) -> Path:
             f.flush()
             os.fsync(f.fileno())
     return path
+
+
+def read_csv_columns(path, columns: Sequence[str], label: str,
+                     missing: Callable[[str, List[str]], str]) -> List[Tuple[str, ...]]:
+    """The ``columns`` of every row of a CSV file (gzipped if it ends in .gz), as strings, in file order: row i is
+    on line i + 2. The caller parses what it uses.
+
+    Raises:
+        BadInput, naming the file: it does not exist or cannot be read (``label`` leads those lines), or it lacks
+            one of ``columns`` (``missing(column, header)`` is the line).
+    """
+    import csv
+    import gzip
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            for want in columns:
+                if want not in header:
+                    raise BadInput(missing(want, header))
+            return [tuple(r[c] for c in columns) for r in reader]
+    except FileNotFoundError:
+        raise BadInput(f"{label} {path} does not exist") from None
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        raise BadInput(f"{label} {path}: cannot read it: {exc}") from None

@@ -12,8 +12,6 @@ and alternate between calibration (even positions) and test (odd positions).
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import hashlib
 import sys
 from datetime import datetime, timezone
@@ -24,6 +22,7 @@ import numpy as np
 
 from . import __version__
 from .errors import BadInput
+from .files import read_csv_columns
 from .lut import SCHEMA_VERSION, Lut, atomic_write_json
 from .nb201 import NB201, CellArch, connected
 from .nb201_model import FEATURE_KINDS, CellLatency, features
@@ -42,26 +41,16 @@ def read_csv(path: Path, column: str, arch_column: str = "arch") -> Tuple[np.nda
         BadInput: the file is missing, lacks a column, or a row has an unreadable arch or latency.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            for want in (arch_column, column):
-                if want not in header:
-                    lat = [h for h in header if h.endswith("_ms")]
-                    raise BadInput(f"{path} has no column {want!r}; latency columns there: {', '.join(lat) or 'none'}")
-            codes, y = [], []
-            for i, row in enumerate(reader, start=2):
-                try:
-                    codes.append(CellArch.parse(row[arch_column]).ops)
-                    y.append(float(row[column]))
-                except (ValueError, TypeError) as exc:
-                    raise BadInput(f"{path} line {i}: {exc}") from None
-    except FileNotFoundError:
-        raise BadInput(f"CSV file {path} does not exist") from None
-    except (OSError, EOFError) as exc:
-        raise BadInput(f"cannot read {path}: {exc}") from None
+    rows = read_csv_columns(path, (arch_column, column), "CSV file", lambda want, header: (
+        f"{path} has no column {want!r}; latency columns there: "
+        f"{', '.join(h for h in header if h.endswith('_ms')) or 'none'}"))
+    codes, y = [], []
+    for i, (arch, value) in enumerate(rows, start=2):
+        try:
+            codes.append(CellArch.parse(arch).ops)
+            y.append(float(value))
+        except (ValueError, TypeError) as exc:
+            raise BadInput(f"{path} line {i}: {exc}") from None
     y = np.asarray(y, float)
     if len(y) < 20 or not np.all(np.isfinite(y) & (y > 0)):
         raise BadInput(f"{path} column {column!r}: need at least 20 rows of positive latencies, got {len(y)} "

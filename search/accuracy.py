@@ -14,8 +14,6 @@ the column, K, the seed and the surrogate size, so a second search with the same
 """
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
 import json
 from dataclasses import asdict
@@ -25,6 +23,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from profiler.errors import BadInput
+from profiler.files import read_csv_columns
 from profiler.nb201 import CellArch
 
 SIZES = ("ensemble", "small")  # the surrogate as benchmarked; a smaller, faster one (tests, quick looks)
@@ -47,21 +46,11 @@ def sample_rows(path, column: str, k: int, seed: int, arch_column: str = "arch")
             an unreadable arch string or accuracy.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            for want, what in ((arch_column, "NB201 arch strings"), (column, "accuracies")):
-                if want not in header:
-                    others = [h for h in header if h != arch_column]
-                    raise BadInput(f"--accuracy {path} has no column {want!r} ({what}); its columns: "
-                                   f"{', '.join(header) if want == arch_column else ', '.join(others) or 'none'}")
-            rows = [(r[arch_column], r[column]) for r in reader]  # strings: only the drawn rows are parsed
-    except FileNotFoundError:
-        raise BadInput(f"--accuracy file {path} does not exist") from None
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
-        raise BadInput(f"--accuracy: cannot read {path}: {exc}") from None
+    what = {arch_column: "NB201 arch strings", column: "accuracies"}
+    rows = read_csv_columns(  # strings: only the drawn rows are parsed
+        path, (arch_column, column), "--accuracy file",
+        lambda want, header: f"--accuracy {path} has no column {want!r} ({what[want]}); its columns: "
+        f"{', '.join(header if want == arch_column else [h for h in header if h != arch_column]) or 'none'}")
     if not 10 <= k <= len(rows):
         raise BadInput(f"--k {k}: need between 10 and the {len(rows)} rows of {path}")
     drawn = np.sort(np.random.default_rng(seed).permutation(len(rows))[:k])

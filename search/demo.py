@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         r = res[0]["device_vs_lut"]
         why = "" if all(x["meets_target_measured"] for x in res) else (
             ": slower than when profiled, so a miss is the device's state, not the search (re-run: it re-profiles)"
-            if r > 1 + STALE else ": within 5 % of the LUT, so a miss is the prediction's")
+            if r > 1 + STALE else f": within {STALE * 100:.0f} % of the LUT, so a miss is the prediction's")
         print(f"the device ran the LUT's anchor blocks at {r:.3f}x their times during the measurement{why}")
     print(f"architectures and ONNX files: {out}/search.json, {out}/onnx/")
     return 0 if all(x["meets_target_measured"] for x in res) else 1

@@ -96,7 +96,7 @@ class SupernetOracle:
         self.images, self.paths, self.explore, self.prior = images, paths, explore, prior
         ds: Dataset = load_data(data, net.settings.resolution)
         self.dtype = next(net.parameters()).dtype
-        self.seed, self.gen = seed, torch.Generator().manual_seed(seed)
+        self.seed, self.probes, self.memory = seed, probes, memory
         n = len(ds.y_val)
         keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:pool].sort().values
         self.x, self.y = ds.x_val[keep].to(self.dtype), ds.y_val[keep]
@@ -104,10 +104,8 @@ class SupernetOracle:
         sp = net.space
         self.shapes = ((sp.n_stages, sp.max_depth, len(sp.configs)), (sp.n_stages, len(sp.depths)))
         self._stemmed: Optional[torch.Tensor] = None
-        self._order, self._pos = torch.empty(0, dtype=torch.long), 0
+        self.restart()  # the sampled state: draws, pool order, probe table
         self._true: Dict[str, float] = {}
-        self.probes, self.memory = probes, memory
-        self.table = PairedTable(net, probes, memory) if estimator == "paired" else None
         self._prefix: "OrderedDict[str, torch.Tensor]" = OrderedDict()  # stage configs so far -> pool activations
         self._prefix_bytes, self.prefix_mib = 0, prefix_mib
         self._at_arch: Dict[tuple, Tuple[float, np.ndarray, np.ndarray]] = {}  # one-hot point -> its paired call
@@ -121,8 +119,7 @@ class SupernetOracle:
         target's search began with the tighter one's probes around its answer, and its argmax settled on them: at a
         loose target, a 3-target sweep found losses up to 15 % worse than the same target searched alone."""
         self.gen, self._order, self._pos = torch.Generator().manual_seed(self.seed), torch.empty(0, dtype=torch.long), 0
-        if self.table is not None:
-            self.table = PairedTable(self.net, self.probes, self.memory)
+        self.table = PairedTable(self.net, self.probes, self.memory) if self.estimator == "paired" else None
 
     # --- cached work -------------------------------------------------------------------------------------------------
     def stemmed(self) -> torch.Tensor:

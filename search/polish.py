@@ -55,8 +55,10 @@ def linear_model(problem: Problem, alpha: np.ndarray, beta: np.ndarray, calls: _
     return c, gb - slot @ depth_matrix(sp).T
 
 
-def _moves(problem: Problem, arch: Arch, c: np.ndarray, e: np.ndarray):
-    """Every one-slot and one-depth neighbour of ``arch`` meeting the bounds, with the model's predicted change."""
+def _singles(problem: Problem, arch: Arch, c: np.ndarray, e: np.ndarray):
+    """(resource values of ``arch`` (K,), their limits (K,), moves): every one-slot and one-depth move of ``arch``,
+    within the bounds or not, as (the model's predicted change, stage, slot or -1 for a depth move, the stage's new
+    configs, Δ of each resource (K,))."""
     sp = problem.space
     depths = list(sp.depths)
     values = np.array([res.predict_arch(arch) for res, _ in problem.resources])
@@ -66,11 +68,10 @@ def _moves(problem: Problem, arch: Arch, c: np.ndarray, e: np.ndarray):
     for s, blocks in enumerate(arch.stages):
         for b, cur in enumerate(blocks):
             dr = np.array([t[s, b] - t[s, b, cur] for t in thetas])  # (K, C)
-            ok = np.all(values[:, None] + dr <= limits[:, None], axis=0)
-            for cfg in np.flatnonzero(ok):
+            for cfg in range(len(sp.configs)):
                 if cfg != cur:
-                    new = blocks[:b] + (int(cfg),) + blocks[b + 1:]
-                    out.append((float(c[s, b, cfg] - c[s, b, cur]), s, new))
+                    out.append((float(c[s, b, cfg] - c[s, b, cur]), s, b, blocks[:b] + (cfg,) + blocks[b + 1:],
+                                dr[:, cfg]))
         j = depths.index(len(blocks))
         for j2, d2 in enumerate(depths):
             if d2 == len(blocks):
@@ -81,10 +82,20 @@ def _moves(problem: Problem, arch: Arch, c: np.ndarray, e: np.ndarray):
                 new = blocks + tuple(int(np.argmin(c[s, b])) for b in range(len(blocks), d2))
             gain = e[s, j2] - e[s, j] + sum(c[s, b, new[b]] for b in range(d2)) - \
                 sum(c[s, b, blocks[b]] for b in range(len(blocks)))
-            out.append((float(gain), s, new))
+            cand = Arch(arch.stages[:s] + (new,) + arch.stages[s + 1:], sp)
+            out.append((float(gain), s, -1, new, np.array([res.predict_arch(cand) for res, _ in problem.resources])
+                        - values))
+    return values, limits, out
+
+
+def _moves(problem: Problem, arch: Arch, c: np.ndarray, e: np.ndarray):
+    """Every one-slot and one-depth neighbour of ``arch`` meeting the bounds, with the model's predicted change."""
+    values, limits, singles = _singles(problem, arch, c, e)
     feasible = []
-    for gain, s, new in out:
-        cand = Arch(arch.stages[:s] + (new,) + arch.stages[s + 1:], sp)
+    for gain, s, b, new, dr in singles:
+        if b >= 0 and not np.all(values + dr <= limits):  # a slot move's Δ is exact; depth moves: feasible_arch
+            continue
+        cand = Arch(arch.stages[:s] + (new,) + arch.stages[s + 1:], problem.space)
         if problem.feasible_arch(cand):
             feasible.append((gain, str(cand), cand))
     feasible.sort(key=lambda m: (m[0], m[1]))
@@ -95,35 +106,13 @@ def _exchanges(problem: Problem, arch: Arch, c: np.ndarray, e: np.ndarray, limit
     """Pairs of one-slot / one-depth moves in different groups that meet the bounds together although at least one
     of them does not alone (an exchange: spend latency in one place, save it in another), best predicted gain first
     (the model is separable, so a pair's gain is the sum of its parts); at most ``limit`` of them."""
-    sp = problem.space
-    depths = list(sp.depths)
-    values = np.array([res.predict_arch(arch) for res, _ in problem.resources])
-    limits = np.array([b + problem.slack(b) for _, b in problem.resources])
-    singles = []  # (stage, slot or -1 for a depth move, new stage tuple, Δresources (K,), predicted gain)
-    for s, blocks in enumerate(arch.stages):
-        for b, cur in enumerate(blocks):
-            for cfg in range(len(sp.configs)):
-                if cfg != cur:
-                    dr = np.array([res.theta[s, b, cfg] - res.theta[s, b, cur] for res, _ in problem.resources])
-                    new = blocks[:b] + (cfg,) + blocks[b + 1:]
-                    singles.append((s, b, new, dr, float(c[s, b, cfg] - c[s, b, cur])))
-        j = depths.index(len(blocks))
-        for j2, d2 in enumerate(depths):
-            if d2 == len(blocks):
-                continue
-            new = blocks[:d2] if d2 < len(blocks) else \
-                blocks + tuple(int(np.argmin(c[s, b])) for b in range(len(blocks), d2))
-            cand = Arch(arch.stages[:s] + (new,) + arch.stages[s + 1:], sp)
-            dr = np.array([res.predict_arch(cand) for res, _ in problem.resources]) - values
-            gain = e[s, j2] - e[s, j] + sum(c[s, b, new[b]] for b in range(d2)) - \
-                sum(c[s, b, blocks[b]] for b in range(len(blocks)))
-            singles.append((s, -1, new, dr, float(gain)))
+    values, limits, singles = _singles(problem, arch, c, e)
     if len(singles) < 2:
         return []
-    dr = np.array([m[3] for m in singles])  # (M, K)
-    gain = np.array([m[4] for m in singles])
-    stage = np.array([m[0] for m in singles])
-    slot = np.array([m[1] for m in singles])
+    gain = np.array([m[0] for m in singles])
+    stage = np.array([m[1] for m in singles])
+    slot = np.array([m[2] for m in singles])
+    dr = np.array([m[4] for m in singles])  # (M, K)
     alone = np.all(values + dr <= limits, axis=1)
     ok = np.all(values + dr[:, None] + dr[None] <= limits, axis=2)
     ok &= ~(alone[:, None] & alone[None])
@@ -131,18 +120,17 @@ def _exchanges(problem: Problem, arch: Arch, c: np.ndarray, e: np.ndarray, limit
     ok &= ~same | ((slot[:, None] >= 0) & (slot[None] >= 0) & (slot[:, None] != slot[None]))
     ok &= np.triu(np.ones_like(ok), 1).astype(bool)
     i, j = np.nonzero(ok)
-    order = np.argsort(gain[i] + gain[j], kind="stable")[:limit]
     out = []
-    for k in order:
-        a, b = singles[i[k]], singles[j[k]]
+    for k in np.argsort(gain[i] + gain[j], kind="stable")[:limit]:
+        (_, sa, ba, na, _), (_, sb, bb, nb, _) = singles[i[k]], singles[j[k]]
         stages = list(arch.stages)
-        if a[0] == b[0]:
-            merged = list(arch.stages[a[0]])
-            merged[a[1]], merged[b[1]] = a[2][a[1]], b[2][b[1]]
-            stages[a[0]] = tuple(merged)
+        if sa == sb:  # two slots of one stage
+            merged = list(arch.stages[sa])
+            merged[ba], merged[bb] = na[ba], nb[bb]
+            stages[sa] = tuple(merged)
         else:
-            stages[a[0]], stages[b[0]] = a[2], b[2]
-        cand = Arch(tuple(stages), sp)
+            stages[sa], stages[sb] = na, nb
+        cand = Arch(tuple(stages), problem.space)
         if problem.feasible_arch(cand):
             out.append((float(gain[i[k]] + gain[j[k]]), str(cand), cand))
     return out

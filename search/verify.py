@@ -21,7 +21,7 @@ def verify(args, archs, rows, lut) -> List[str]:
     from profiler.keys import anchor_key, net_key
     from profiler.runner import measure
     from profiler.space import BlockSpec
-    from profiler.validate import STALE, anchor_keys, drift_report
+    from profiler.validate import anchor_keys, drift_report, stale_warning
 
     from .decode import is_cell
 
@@ -57,9 +57,7 @@ def verify(args, archs, rows, lut) -> List[str]:
         j.remove()
     lines = [other] if other else []
     if drift is not None and drift["stale"]:
-        missed = [r for r in rows if not r["meets_target_measured"]]
-        lines.append(f"warning: device {dev.name!r} runs {len(anchors)} of {lut.path}'s blocks at {drift['ratio']:.3f}x "
-                     f"their times now (more than {STALE * 100:.0f} % off)"
-                     + (f": {len(missed)} network(s) missed the target by measurement with it" if missed else "")
-                     + f"; re-profile with: profile --device {dev.name}")
+        missed = sum(not r["meets_target_measured"] for r in rows)
+        lines.append(stale_warning(dev.name, lut, drift)
+                     + (f" ({missed} found network(s) missed the target by measurement at this speed)" if missed else ""))
     return lines

@@ -31,12 +31,14 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, default=8)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--cycles", type=int, default=4)
+    p.add_argument("--mode", default="interleaved", choices=("interleaved", "steady"),
+                   help="timing mode of the pieces and networks (profiler.method.Method)")
     p.add_argument("--luts", default=str(ROOT / "luts"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     args = p.parse_args(argv)
     dev = LOCAL
     runtime = dev.runtime_settings()
-    method = Method(processes=args.processes, rounds=args.rounds, max_processes=args.processes)
+    method = Method(mode=args.mode, processes=args.processes, rounds=args.rounds, max_processes=args.processes)
     t0 = time.monotonic()
     path, timing = profile(dev, NB201, runtime, 1, method, Path(args.luts), entries=profile_entries(NB201))
     print(f"profiled {path} in {time.monotonic() - t0:.0f}s", flush=True)

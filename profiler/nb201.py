@@ -208,7 +208,8 @@ class Piece:
     """One unique piece a NB201 LUT measures, at one stage's shape.
 
     kind: an op name of ``OPS`` (cell edge), "add" (one node-sum addition), "zero" (a node with no input, NB201's
-    Zero: x * 0, timed after a 1x1 conv as in a cell), "reduce", "stem" or "head". ``reps``
+    Zero: x * 0, timed after a 1x1 conv as in a cell), "relu" (a ReLU that runs on its own: a 1x1 conv whose input
+    is also read raw, timed with that conv), "reduce", "stem" or "head". ``reps``
     copies in a chain (ops and adds): a model run alone pays one runtime call's cost (input/output handling) that the
     same piece inside a network does not, so cell pieces are timed as chains of ``reps`` and the identity model
     (``skip_connect``, reps 1: nothing but that call cost) is taken off; see ``profiler.nb201_model.piece_table``.
@@ -230,7 +231,7 @@ class Piece:
 
 CHAIN = 8  # copies of a cell piece in its timed chain
 SHORT = 2  # copies in the short chain: (t(CHAIN) - t(SHORT)) / (CHAIN - SHORT) is one copy inside a network
-CHAINED = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "add", "zero")
+CHAINED = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "add", "zero", "relu")
 
 
 def profile_pieces(space: Nb201Space = NB201) -> List[Piece]:
@@ -250,13 +251,26 @@ def profile_pieces(space: Nb201Space = NB201) -> List[Piece]:
 
 CALIBRATION_SEED = 201  # draws the networks that set a LUT's level; validate draws its own with --seed (default 0)
 N_CALIBRATION = 8
+N_ZERO_CALIBRATION = 4  # more, whose node 1 is a zero the output reads: they set the zero nodes' own factor
+
+
+def zero_calibration_archs(space: Nb201Space = NB201) -> List[CellArch]:
+    """Calibration networks with a zero node: edge 0->1 'none' (node 1 has no input: a runtime x * 0) and edge
+    1->3 an op (the output reads it), the other four edges at random. A zero node in a network costs 1.4-1.8x what
+    its chained piece reads (docs/nb201.md), so its factor is fitted apart."""
+    rng = np.random.default_rng(CALIBRATION_SEED + 1)
+    ops = rng.integers(0, N_OPS, size=(N_ZERO_CALIBRATION, N_EDGES))
+    ops[:, 0] = NONE
+    ops[:, 4] = rng.integers(SKIP, N_OPS, size=N_ZERO_CALIBRATION)
+    return [CellArch(tuple(int(o) for o in r), space) for r in ops]
 
 
 def calibration_archs(space: Nb201Space = NB201) -> List[CellArch]:
     """The whole networks a NB201 LUT also measures: the cells' op costs in a network are scaled to fit them
-    (``profiler.nb201_model.piece_table``), since ops timed in chains and in a network differ by a common factor
-    that moves from run to run on a shared host."""
-    return random_archs(np.random.default_rng(CALIBRATION_SEED), N_CALIBRATION, space)
+    (``profiler.nb201_model.piece_table``), since ops timed in chains and in a network differ by factors that move
+    from run to run on a shared host. Random ones, then ``zero_calibration_archs``."""
+    return (random_archs(np.random.default_rng(CALIBRATION_SEED), N_CALIBRATION, space)
+            + zero_calibration_archs(space))
 
 
 def calibration_key(arch: CellArch) -> str:

@@ -19,12 +19,12 @@ products of two edges' one-hots; ``disconnected``: the networks whose cell has n
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .nb201_ops import all_cell_relus, all_distinct_pools, node_sums, used_edges, zero_nodes
 from .nb201 import (CHAIN, CONV1, CONV3, EDGES, N_EDGES, N_NODES, N_OPS, NB201, NONE, OPS, POOL, SHORT, SKIP, CellArch,
                     Nb201Space, all_op_codes, calibration_archs, calibration_key, live_edges)
 
@@ -72,103 +72,6 @@ def features(codes: np.ndarray, kinds: Sequence[str]) -> Tuple[np.ndarray, List[
     return x, out
 
 
-def used_edges(codes: np.ndarray) -> np.ndarray:
-    """Boolean (n, 6): non-'none' edges whose target node reaches the cell's output through non-'none' edges.
-
-    The others produce values nothing reads, and a graph runtime drops them (ONNX Runtime does: a network whose
-    node 2 feeds only a 'none' edge runs as fast as one without node 2's ops). Edges fed by an all-zero node are
-    still computed (the zero is a runtime value, not a constant).
-    """
-    on = np.asarray(codes) != NONE
-    coreach = np.zeros(on.shape[:-1] + (N_NODES,), bool)
-    coreach[..., N_NODES - 1] = True
-    for e, (j, i) in reversed(list(enumerate(EDGES))):
-        coreach[..., j] |= coreach[..., i] & on[..., e]
-    return on & coreach[..., [i for _, i in EDGES]]
-
-
-def zero_nodes(codes: np.ndarray) -> np.ndarray:
-    """(n,) 1 where a cell computes a zero: some node with no non-'none' input is read (the output node, or a node
-    a ``used_edges`` edge leaves). Every zero node is the same runtime ``x * 0`` of the cell's input, computed once
-    (common subexpression; checked on ONNX Runtime's optimised graph). Not modelled: a cell whose output is a zero
-    right after a conv, where the runtime folds the multiply into the conv's weights (the all-'none' network)."""
-    codes = np.asarray(codes)
-    run = used_edges(codes)
-    out = np.zeros(codes.shape[:-1], bool)
-    for i in range(1, N_NODES):
-        empty = (codes[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] == NONE).all(-1)
-        read = True if i == N_NODES - 1 else run[..., [e for e, (j, _) in enumerate(EDGES) if j == i]].any(-1)
-        out |= empty & read
-    return out.astype(int)
-
-
-def node_sums(codes: np.ndarray) -> np.ndarray:
-    """(n,) additions of a cell's node sums that run as adds of their own: node i sums its ``used_edges`` inputs in
-    edge order, and an addition with a conv's output is folded into that conv (ONNX Runtime's conv-with-sum: the
-    second operand's conv, or the first's for the first addition; a skip edge from a node that is one conv's output
-    read only by that edge counts as the conv), unless the other operand is a zero node passed on by a skip edge (a
-    plain-layout tensor the blocked conv cannot take as its sum). Checked on the optimised graph of 50 random
-    networks: all exact."""
-    codes = np.asarray(codes)
-    run = used_edges(codes)
-    conv = (codes == CONV1) | (codes == CONV3)
-    empty = [None] + [(codes[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] == NONE).all(-1)
-                      for i in range(1, N_NODES)]
-    # a skip edge passes on a conv's output when its source node is one conv's output and read only by it
-    ins = [run[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] for i in range(N_NODES)]
-    conv_in = [(run & conv)[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] for i in range(N_NODES)]
-    outs = [run[..., [e for e, (j, _) in enumerate(EDGES) if j == i]].sum(-1) for i in range(N_NODES)]
-    single = [None] + [(ins[i].sum(-1) == 1) & (conv_in[i].sum(-1) == 1) & (outs[i] == 1) for i in range(1, N_NODES)]
-    conv = conv | np.stack([(codes[..., e] == SKIP) & single[j] if j else np.zeros(codes.shape[:-1], bool)
-                            for e, (j, _) in enumerate(EDGES)], -1)
-    out = np.zeros(codes.shape[:-1], int)
-    for i in range(1, N_NODES):
-        seen = np.zeros(codes.shape[:-1], int)  # inputs so far
-        first_conv = np.zeros(codes.shape[:-1], bool)
-        first_zero = np.zeros(codes.shape[:-1], bool)
-        for e in [e for e, (_, t) in enumerate(EDGES) if t == i]:
-            on = run[..., e]
-            j = EDGES[e][0]
-            zero_skip = (codes[..., e] == SKIP) & empty[j] if j else np.zeros(codes.shape[:-1], bool)
-            folded = (conv[..., e] & ~((seen == 1) & first_zero)) | ((seen == 1) & first_conv & ~zero_skip)
-            out += on & (seen >= 1) & ~folded
-            first_conv |= on & (seen == 0) & conv[..., e]
-            first_zero |= on & (seen == 0) & zero_skip
-            seen += on
-    return out
-
-
-def distinct_pools(codes: np.ndarray) -> np.ndarray:
-    """(n,) average pools a cell computes: pool edges whose inputs are the same tensor are one computation (common
-    subexpression). A node whose only used input is a skip edge is its source's tensor; nodes whose used inputs
-    are the same skips and pools of the same tensors are one tensor (no conv: convs have their own weights)."""
-    codes = np.asarray(codes)
-    run = used_edges(codes)
-    out = np.zeros(len(codes), int)
-    for n, (ops, on) in enumerate(zip(codes.tolist(), run.tolist())):
-        canon = [0]  # node -> the id of its tensor
-        exprs = {}
-        pooled = set()
-        for i in range(1, N_NODES):
-            terms = []
-            for e, (j, t) in enumerate(EDGES):
-                if t == i and on[e]:
-                    terms.append((ops[e], canon[j]) if ops[e] in (SKIP, POOL) else (ops[e], ("edge", e)))
-                    if ops[e] == POOL:
-                        pooled.add(canon[j])
-            if len(terms) == 1 and terms[0][0] == SKIP:
-                canon.append(terms[0][1])
-            else:
-                canon.append(exprs.setdefault(tuple(sorted(terms, key=repr)), i))
-        out[n] = len(pooled)
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _all_distinct_pools() -> np.ndarray:
-    return distinct_pools(all_op_codes())
-
-
 def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndarray:
     """L(a) for every architecture from a measured LUT's pieces (medians, ms, by piece key).
 
@@ -185,9 +88,12 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
     keeps one (checked on the optimised graph). A zero node that is read (``zero_nodes``) costs its multiply and
     the layout changes around it (ONNX Runtime runs convs in a blocked layout, the multiply in
     NCHW): the zero piece's chain less its 1x1 convs and adds. A LUT from before the zero piece charges it nothing.
-    The cells' convs and their other ops are then scaled to fit the calibration networks measured with the pieces
-    (``calibration_scale``; ops in a network cost a few per cent more or less than in chains, by an amount that
-    moves between runs here).
+    The ReLUs ONNX Runtime cannot fuse into a conv (``cell_relus``: a tensor convs read that a pool, a skip or the
+    zero's multiply also reads, or that no conv produced) cost the relu piece's chain less its 1x1 convs; a stage's
+    first cell, whose input a conv produced, may run fewer of them than the others.
+    The cells' convs, their other ops and their zero nodes are then scaled to fit the calibration networks measured
+    with the pieces (``calibration_scale``; ops in a network cost a few per cent more or less than in chains, by an
+    amount that moves between runs here; a zero node 1.4-1.8x its piece).
     """
     codes = all_op_codes()
     run = used_edges(codes)
@@ -195,9 +101,10 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
     zeros = zero_nodes(codes)
     codes = np.where(run, codes, NONE)
     pools = (codes == POOL).sum(1)
-    pools_run = _all_distinct_pools()
+    pools_run = all_distinct_pools()
+    relus = all_cell_relus()
     total = np.full(len(codes), float(cost[f"nb201_stem_c3r{space.resolution}"]))
-    cells = np.zeros((2, len(codes)))  # the cells' convs and their other ops, which the calibration networks scale
+    cells = np.zeros((3, len(codes)))  # the cells' convs, other ops and zero nodes: the calibration networks scale them
     shapes = space.stage_shapes()
     for s, (c, r) in enumerate(shapes):
         tag = f"c{c}r{r}"
@@ -216,33 +123,41 @@ def piece_table(cost: Mapping[str, float], space: Nb201Space = NB201) -> np.ndar
         zero = 0.0
         if f"nb201_zero_{tag}_x{CHAIN}" in cost:
             zero = max(per_copy("zero") - op_cost[CONV1] - per_copy("add"), 0.0)
+        relu = 0.0  # a LUT from before the relu piece charges nothing for them
+        if f"nb201_relu_{tag}_x{CHAIN}" in cost:
+            relu = max(per_copy("relu") - op_cost[CONV1], 0.0)
         convs = np.where((codes == CONV1) | (codes == CONV3), op_cost[codes], 0.0).sum(1)
         cells[0] += space.cells_per_stage * convs
         cells[1] += space.cells_per_stage * (op_cost[codes].sum(1) - convs - (pools - pools_run) * op_cost[POOL]
-                                             + adds * per_copy("add") + zeros * zero)
+                                             + adds * per_copy("add"))
+        cells[2] += space.cells_per_stage * zeros * zero
+        cells[1] += (relus[:, 0] + (space.cells_per_stage - 1) * relus[:, 1]) * relu
         if s + 1 < len(shapes):
             total += float(cost[f"nb201_reduce_{tag}"]) - call
     total += float(cost[f"nb201_head_c{c}r{r}"]) - call  # c, r, call: the last stage's
     scale = calibration_scale(cost, total, cells, space)
-    return total + (np.ones(2) if scale is None else scale) @ cells
+    return total + (np.ones(3) if scale is None else scale) @ cells
 
 
 def calibration_scale(cost: Mapping[str, float], fixed: np.ndarray, cells: np.ndarray,
                       space: Nb201Space = NB201) -> Optional[np.ndarray]:
-    """Factors (convs, other ops) on the cells' costs that fit the calibration networks measured with the pieces:
-    least squares of measured − fixed parts on the cells' (2, n) parts, each kept within [0.5, 2]; one common
-    factor when the two parts cannot be told apart; None for a LUT without calibration networks."""
+    """Factors (convs, other ops, zero nodes) on the cells' (3, n) costs that fit the calibration networks measured
+    with the pieces: least squares of measured − fixed parts, each factor kept within [0.5, 2.5]. The zero nodes get
+    a factor of their own when calibration networks with a zero node were measured (a LUT from before them: the
+    other ops' factor); one common factor when the parts cannot be told apart; None for a LUT without calibration
+    networks."""
     got = [(a.index, float(cost[calibration_key(a)])) for a in calibration_archs(space) if calibration_key(a) in cost]
     if not got:
         return None
     idx, meas = np.array([i for i, _ in got]), np.array([m for _, m in got])
-    x, y = cells[:, idx].T, meas - fixed[idx]
-    if len(got) >= 4 and np.linalg.cond(x) < 30:
-        w = np.linalg.lstsq(x, y, rcond=None)[0]
-    else:
-        tot = x.sum(1)
-        w = np.full(2, (y * tot).sum() / (tot * tot).sum() if (tot > 0).any() else 1.0)
-    return np.clip(w, 0.5, 2.0)
+    y = meas - fixed[idx]
+    for groups in (((0,), (1,), (2,)), ((0,), (1, 2))):
+        x = np.stack([cells[list(g)][:, idx].sum(0) for g in groups], 1)
+        if len(got) >= 2 * len(groups) and (x > 0).any(0).all() and np.linalg.cond(x) < 30:
+            w = np.linalg.lstsq(x, y, rcond=None)[0]
+            return np.clip(np.array([w[next(k for k, g in enumerate(groups) if i in g)] for i in range(3)]), 0.5, 2.5)
+    tot = cells[:, idx].sum(0)
+    return np.full(3, np.clip((y * tot).sum() / (tot * tot).sum() if (tot > 0).any() else 1.0, 0.5, 2.5))
 
 
 @dataclass(frozen=True, eq=False)

@@ -104,6 +104,18 @@ class ZeroNode(nn.Module):
         return zero(x) + x
 
 
+class Residual(nn.Module):
+    """A ReLU that runs on its own, as a piece: ``x + conv1x1(relu(x))``. The input is also read raw (the sum), so
+    the ReLU cannot be fused into the conv before it; the sum is folded into the conv (conv-with-sum)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.op = make_op("nor_conv_1x1", c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.op(x)
+
+
 class AddConst(nn.Module):
     """A node sum as a piece of its own: the input plus a stored tensor of the same shape (one elementwise add)."""
 
@@ -149,6 +161,8 @@ def build_piece(p: Piece) -> nn.Module:
         m = ReductionBlock(p.c, 2 * p.c)
     elif p.kind == "add":
         m = nn.Sequential(*[AddConst(p.c, p.r) for _ in range(p.reps)])
+    elif p.kind == "relu":  # its cost is the chain's minus the 1x1 conv chain's; after a conv: the blocked layout
+        m = nn.Sequential(nn.Conv2d(p.c, p.c, 1), *[Residual(p.c) for _ in range(p.reps)])
     elif p.kind == "zero":  # after a 1x1 conv, as in a cell: its cost is the chain's minus the conv and add chains'
         m = nn.Sequential(*[nn.Sequential(make_op("nor_conv_1x1", p.c), ZeroNode()) for _ in range(p.reps)])
     else:

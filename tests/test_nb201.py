@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from profiler.nb201 import (CHAIN, CONV1, CONV3, EDGES, NB201, NONE, OPS, POOL, SHORT, CellArch, all_archs, all_op_codes,
-                            calibration_archs, calibration_key, connected, live_edges, profile_entries,
-                            profile_pieces, random_archs)
+from profiler.nb201 import (CHAIN, CONV1, CONV3, EDGES, N_ZERO_CALIBRATION, NB201, NONE, OPS, POOL, SHORT, CellArch,
+                            all_archs, all_op_codes, calibration_archs, calibration_key, connected, live_edges,
+                            profile_entries, profile_pieces, random_archs, zero_calibration_archs)
 from profiler.nb201_model import CellLatency, features, piece_table, used_edges
 from profiler.nb201_torch import build_module
 
@@ -160,8 +160,9 @@ def _costs(price):
 
 def test_piece_table_formula():
     """Synthetic piece costs: call cost 1 per model, ops at distinct prices, so each network's sum is known."""
-    # a zero piece copy is a 1x1 conv, an add and the zero node (0.75)
-    price = {"nor_conv_1x1": 2.0, "nor_conv_3x3": 5.0, "avg_pool_3x3": 0.5, "add": 0.25, "zero": 3.0}
+    # a zero piece copy is a 1x1 conv, an add and the zero node (0.75); a relu piece copy a 1x1 conv and a ReLU,
+    # here free (the ReLU's own price is checked at the end)
+    price = {"nor_conv_1x1": 2.0, "nor_conv_3x3": 5.0, "avg_pool_3x3": 0.5, "add": 0.25, "zero": 3.0, "relu": 2.0}
     cost = _costs(price)
     t = piece_table(cost)
     # conv3, skip, none, pool, conv1, skip: node 2 has 1 input; node 3 sums pool + conv1 (folded into the conv)
@@ -199,6 +200,29 @@ def test_piece_table_formula():
                         for c in calibration_archs()})
     assert np.allclose(piece_table(cal), fixed + 1.2 * conv_part + 0.8 * other_part)
     assert np.isclose(piece_table(cal)[a.index], fixed + 5 * (1.2 * 7.0 + 0.8 * 0.75) * (1 + 2 + 4))
+    # zero nodes at 1.8x their piece, the rest as measured: the zero calibration networks give them their own factor
+    # (the all-'none' cell is one zero per cell); without those networks the zeros take the other ops' factor
+    zero_part = t - piece_table(dict(cost, **{k: v for k, v in _costs(dict(price, zero=0.0)).items() if "_zero_" in k}))
+    cal = dict(cost, **{calibration_key(c): t[c.index] + 0.8 * zero_part[c.index] for c in calibration_archs()})
+    assert zero_calibration_archs() == calibration_archs()[-N_ZERO_CALIBRATION:]
+    assert all(zero_part[c.index] > 0 for c in zero_calibration_archs())
+    assert np.allclose(piece_table(cal), t + 0.8 * zero_part)
+    none = CellArch((NONE,) * 6).index
+    assert np.isclose(piece_table(cal)[none] - fixed, 1.8 * 5 * 0.75 * (1 + 2 + 4)) and zero_part[none] > 0
+    cal = {k: v for k, v in cal.items() if k not in {calibration_key(c) for c in zero_calibration_archs()}}
+    assert np.allclose(piece_table(cal), t)
+    # ReLUs on their own at 0.4: in EXAMPLE node 0 is read by two convs and raw by a pool, and node 1 (a conv's
+    # output) by nothing: one ReLU in every cell, the stage's first included
+    relu = piece_table(_costs(dict(price, relu=2.4))) - t
+    assert np.isclose(relu[a.index], 5 * 0.4 * (1 + 2 + 4))
+    # node 0 read by convs alone: its ReLU is fused into the conv that made it (the stem, a reduction block, the
+    # previous cell's last conv) -- none
+    fused = CellArch.parse("|nor_conv_1x1~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|")
+    assert np.isclose(relu[fused.index], 0.0)
+    # the same, but the cell's output is a pool's: only a stage's first cell gets a conv's output
+    pooled = CellArch.parse("|nor_conv_1x1~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|avg_pool_3x3~2|")
+    assert np.isclose(relu[pooled.index], 4 * 0.4 * (1 + 2 + 4))
+    assert (relu >= 0).all() and relu.max() > relu[a.index]
 
 
 def test_profile_space_nb201_local_end_to_end(tmp_path):
@@ -250,18 +274,22 @@ def test_params_and_flops_tables_count_the_torch_network():
     "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|none~2|",  # node 1 is node 0's tensor
     "|avg_pool_3x3~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|avg_pool_3x3~2|",
     "|none~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",  # zero + conv: no fold
-    "|avg_pool_3x3~0|+|none~0|nor_conv_3x3~1|+|avg_pool_3x3~0|none~1|skip_connect~2|"])  # skip of a conv: folds
+    "|avg_pool_3x3~0|+|none~0|nor_conv_3x3~1|+|avg_pool_3x3~0|none~1|skip_connect~2|",  # skip of a conv: folds
+    "|nor_conv_1x1~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|",  # every ReLU fused
+    "|nor_conv_1x1~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|avg_pool_3x3~2|",  # a ReLU after the pool, not first
+    "|none~0|+|skip_connect~0|nor_conv_1x1~1|+|nor_conv_1x1~0|nor_conv_1x1~1|none~2|"])  # ReLU of x0 and of zero
 def test_node_sums_and_zero_nodes_match_the_optimised_graph(arch, tmp_path):
     """What piece_table charges per cell is what ONNX Runtime runs: the adds left after folding sums into convs
-    (``node_sums``), one x * 0 per cell with a read zero node (``zero_nodes``) and the pools of distinct tensors
-    (``distinct_pools``), counted on the optimised graph."""
+    (``node_sums``), one x * 0 per cell with a read zero node (``zero_nodes``), the pools of distinct tensors
+    (``distinct_pools``) and the ReLUs it cannot fuse into a conv (``cell_relus``), counted on the optimised
+    graph."""
     import collections
 
     import onnx
     import onnxruntime as ort
 
     from profiler.export import export_onnx
-    from profiler.nb201_model import distinct_pools, node_sums, zero_nodes
+    from profiler.nb201_ops import cell_relus, distinct_pools, node_sums, zero_nodes
     from profiler.nb201_torch import build_network
 
     a = CellArch.parse(arch)
@@ -276,3 +304,7 @@ def test_node_sums_and_zero_nodes_match_the_optimised_graph(arch, tmp_path):
     assert ops["Add"] == cells * node_sums(codes)[0]
     assert ops["Mul"] == cells * zero_nodes(codes)[0]
     assert ops["AveragePool"] == 2 + cells * distinct_pools(codes)[0]  # 2: the reduction blocks' shortcuts
+    first, rest, zero = cell_relus(codes)[0]
+    stages, per_stage = len(NB201.channels), NB201.cells_per_stage
+    # 2: the reduction blocks' own (their input is also read raw by the shortcut's pool)
+    assert ops["Relu"] == 2 + stages * (first + (per_stage - 1) * rest + per_stage * zero)

@@ -81,6 +81,9 @@ class Lut:
         if not isinstance(data, dict) or "schema_version" not in data:
             raise BadLut(f"{path} is not a lutnas LUT (no schema_version)")
         version = data["schema_version"]
+        if type(version) is not int:
+            raise BadLut(f"{path} has schema_version {version!r}, not a version number: the file is damaged; "
+                         "re-profile, or restore it from git")
         while version in MIGRATIONS:
             data = MIGRATIONS[version](data)
             version = data["schema_version"]

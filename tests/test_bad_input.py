@@ -86,6 +86,8 @@ LUTS = {
     "method-string": (_set(["method", "processes"], "x"), "method.processes = 'x'"),
     "space-hash": (_set(["space", "hash"], "0123456789abcdef"), "hash 0123456789abcdef"),
     "schema-99": (_set(["schema_version"], 99), "schema_version 99"),
+    "schema-list": (_set(["schema_version"], []), "schema_version [], not a version number"),  # test_properties
+    "schema-float": (_set(["schema_version"], 1.5), "schema_version 1.5, not a version number"),
     "no-schema": (_drop("schema_version"), "not a lutnas LUT"),
     "truncated": (json.dumps(DATA)[:5000], "not readable JSON"),
     "array": ("[1, 2, 3]", "not a lutnas LUT"),

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     if again:  # a miss while the device ran slower than its LUT: plan once more for the speed it runs at now
         r = res[0]["device_vs_lut"]
         step(f"search again under target / {r:.3f}, the device's speed now", *search, "--target-ms",
-             ",".join(f"{t:g}" for t in again.values()), "--json", out / "search-replanned.json",
+             ",".join(map(str, again.values())), "--json", out / "search-replanned.json",
              "--export", out / "onnx-replanned")
         for y in json.loads((out / "search-replanned.json").read_text())["results"]:
             t = next(t for t, t2 in again.items() if abs(t2 - y["target_ms"]) < 1e-9)

@@ -235,6 +235,8 @@ def check_lut_data(data: dict, path) -> None:
         bad(f"unknown space {sp['name']!r}; known: {', '.join(sorted([*SPACES, 'nb201']))}")
     if not isinstance(data["device"].get("name"), str) or not data["device"]["name"]:
         bad(f"device.name = {_show(data['device'].get('name'))} should be a device name")
+    if not isinstance(data["device"].get("fingerprint", {}), dict):
+        bad(f"device.fingerprint = {_show(data['device'].get('fingerprint'))} should be a table")
     rt = data["runtime"]
     if not isinstance(rt.get("name"), str):
         bad(f"runtime.name = {_show(rt.get('name'))} should be a runtime name")

@@ -83,6 +83,7 @@ LUTS = {
     "batch-string": (_set(["batch"], "1"), "batch = '1'"),
     "no-runtime": (_drop("runtime"), "'runtime' is None"),
     "no-device-name": (_set(["device"], {"fingerprint": {}}), "device.name = None"),
+    "fingerprint-null": (_set(["device", "fingerprint"], None), "device.fingerprint = None"),  # test_properties
     "method-string": (_set(["method", "processes"], "x"), "method.processes = 'x'"),
     "space-hash": (_set(["space", "hash"], "0123456789abcdef"), "hash 0123456789abcdef"),
     "schema-99": (_set(["schema_version"], 99), "schema_version 99"),

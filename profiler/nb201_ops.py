@@ -39,8 +39,8 @@ def zero_nodes(codes: np.ndarray) -> np.ndarray:
     run = used_edges(codes)
     out = np.zeros(codes.shape[:-1], bool)
     for i in range(1, N_NODES):
-        empty = (codes[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] == NONE).all(-1)
-        read = True if i == N_NODES - 1 else run[..., [e for e, (j, _) in enumerate(EDGES) if j == i]].any(-1)
+        empty = (codes[..., _IN[i]] == NONE).all(-1)
+        read = True if i == N_NODES - 1 else run[..., _OUT[i]].any(-1)
         out |= empty & read
     return out.astype(int)
 
@@ -55,12 +55,12 @@ def node_sums(codes: np.ndarray) -> np.ndarray:
     codes = np.asarray(codes)
     run = used_edges(codes)
     conv = (codes == CONV1) | (codes == CONV3)
-    empty = [None] + [(codes[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] == NONE).all(-1)
+    empty = [None] + [(codes[..., _IN[i]] == NONE).all(-1)
                       for i in range(1, N_NODES)]
     # a skip edge passes on a conv's output when its source node is one conv's output and read only by it
-    ins = [run[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] for i in range(N_NODES)]
-    conv_in = [(run & conv)[..., [e for e, (_, t) in enumerate(EDGES) if t == i]] for i in range(N_NODES)]
-    outs = [run[..., [e for e, (j, _) in enumerate(EDGES) if j == i]].sum(-1) for i in range(N_NODES)]
+    ins = [run[..., _IN[i]] for i in range(N_NODES)]
+    conv_in = [(run & conv)[..., _IN[i]] for i in range(N_NODES)]
+    outs = [run[..., _OUT[i]].sum(-1) for i in range(N_NODES)]
     single = [None] + [(ins[i].sum(-1) == 1) & (conv_in[i].sum(-1) == 1) & (outs[i] == 1) for i in range(1, N_NODES)]
     conv = conv | np.stack([(codes[..., e] == SKIP) & single[j] if j else np.zeros(codes.shape[:-1], bool)
                             for e, (j, _) in enumerate(EDGES)], -1)
@@ -69,7 +69,7 @@ def node_sums(codes: np.ndarray) -> np.ndarray:
         seen = np.zeros(codes.shape[:-1], int)  # inputs so far
         first_conv = np.zeros(codes.shape[:-1], bool)
         first_zero = np.zeros(codes.shape[:-1], bool)
-        for e in [e for e, (_, t) in enumerate(EDGES) if t == i]:
+        for e in _IN[i]:
             on = run[..., e]
             j = EDGES[e][0]
             zero_skip = (codes[..., e] == SKIP) & empty[j] if j else np.zeros(codes.shape[:-1], bool)

@@ -12,18 +12,19 @@ journal each as it arrives:
     {"type": "entry", "key": ..., "median_ms": ...}  one per finished entry, raw samples included
     {"type": "error", "key": ..., "message": ...}    an entry that could not be measured
     {"type": "done", ...}                            last
+    {"type": "ready", ...}                           a held worker (manifest "hold"): prepared, waiting on stdin
 
 Method (pyperf's worker, adapted to many small models): explicit runtime threads, pinned to cores where the OS
 allows, warm-up by count *and* time, then rounds in a fresh random order each round so drift hits all entries alike.
 Two modes (``method.mode``):
 
-* ``steady`` (default): each round runs a *burst* of ``burst`` consecutive calls of one entry, drops the first
+* ``steady``: each round runs a *burst* of ``burst`` consecutive calls of one entry, drops the first
   ``burst_warmup`` of them (caches still hold the previous entry) and records the median of the rest as one sample:
   the warm, call-after-call time a deployed model sees and runtimes' own benchmark tools report. The burst median,
   not each call, is the sample because the calls of one burst share one cache and frequency state: a CI over them
   would count correlated calls as independent and come out too narrow.
-* ``interleaved``: one timed call per entry per round, so every call starts with caches holding another model (the
-  time of a device that runs many models in turn).
+* ``interleaved`` (the host's default): one timed call per entry per round, so every call starts with caches
+  holding another model (the time of a device that runs many models in turn).
 
 Each entry stops once the bootstrap 95 % CI half-width of its median is <= target (1 % by default) or its time
 budget is spent.
@@ -44,6 +45,13 @@ import subprocess
 import sys
 
 SCHEMA = 1  # version of the line protocol; the host refuses other versions
+
+_ALLOWED = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None  # before the line below
+if os.environ.get("LUTNAS_AGENT_CORES") and _ALLOWED:
+    try:  # a worker prepared ahead starts on the cores the measuring worker leaves free (see hold), imports included
+        os.sched_setaffinity(0, set(int(c) for c in os.environ["LUTNAS_AGENT_CORES"].split(",")))
+    except (OSError, ValueError):
+        pass
 
 try:
     import numpy as np
@@ -387,47 +395,165 @@ def timed(runner, timer, method):
     return (float(np.median(kept)) if len(kept) > 1 else kept[0]), cost
 
 
-def pin_cores(threads, spec):
-    """Pin this process to ``threads`` cores (the last ones, away from core 0's interrupts) where the OS allows."""
+def choose_cores(threads, spec):
+    """(cores to measure on, the other allowed cores) for ``threads`` runtime threads; (None, []) where the OS
+    offers no affinity or ``spec`` is none. auto: the last cores, away from core 0's interrupts."""
     if spec in (None, "none") or not hasattr(os, "sched_setaffinity"):
-        return None
-    allowed = sorted(os.sched_getaffinity(0))
+        return None, []
+    allowed = _ALLOWED or sorted(os.sched_getaffinity(0))  # the process's own, before any start-up narrowing
     if spec == "auto":
         cores = allowed[-threads:] if len(allowed) > threads else allowed
     else:
         cores = [int(c) for c in str(spec).split(",")]
+    return cores, [c for c in allowed if c not in cores]
+
+
+def set_affinity(cores):
+    """Move every thread of this process (a runtime's pool made before too) onto ``cores``; False if refused."""
     try:
-        os.sched_setaffinity(0, set(cores))
+        tasks = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:
+        tasks = [0]
+    try:
+        for t in tasks:
+            try:
+                os.sched_setaffinity(t, set(cores))
+            except ProcessLookupError:  # a thread that ended meanwhile
+                pass
+    except OSError:
+        return False
+    return True
+
+
+def pin_cores(threads, spec):
+    """Pin this process to ``threads`` cores (the last ones, away from core 0's interrupts) where the OS allows."""
+    cores, _ = choose_cores(threads, spec)
+    if cores is None or not set_affinity(cores):
         return None
     return cores
 
 
-def measure(manifest, base_dir):
-    rt, method = manifest["runtime"], manifest.get("method", {})
-    rng = np.random.RandomState(method.get("seed", 0))
-    runners, errors = {}, 0
-    t_setup = time.perf_counter()
-    for e in manifest["entries"]:
+def load_runners(manifest, base_dir, spread=None, pinned=None):
+    """A runner per entry of the manifest (an error line for each that cannot load), the number of errors, and
+    whether each runner has made its first call.
+
+    With ONNX Runtime and ``spread`` naming several cores, the sessions are created, and make their first call (its
+    one-off initialisation, 3-5x a warm call), in one thread per core: half the wall time on 2 cores, nothing timed
+    meanwhile (issue 18). Every thread of the process is then moved onto ``pinned``, where the timing happens."""
+    entries = manifest["entries"]
+    parallel = spread is not None and len(spread) > 1 and len(entries) > 1 and not uses_binary(manifest["runtime"]) \
+        and manifest["runtime"]["name"] == "onnxruntime"
+
+    def one(e):
         path = e["model"] if os.path.isabs(e["model"]) else os.path.join(base_dir, e["model"])
         try:
-            runners[e["key"]] = make_runner(rt, path, tuple(e["shape"]))
+            runner = make_runner(manifest["runtime"], path, tuple(e["shape"]))
+            if parallel:
+                runner()
+            return e["key"], runner, None
         except Exception as exc:  # one bad model must not stop the others
+            return e["key"], None, exc
+
+    if parallel:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(spread), initializer=lambda: set_affinity_self(spread)) as ex:
+            results = list(ex.map(one, entries))
+    else:
+        results = [one(e) for e in entries]
+    if parallel and pinned:
+        set_affinity(pinned)  # a runtime's own threads, made in the pool threads, included
+    runners, errors = {}, 0
+    for key, runner, exc in results:
+        if runner is None:
             errors += 1
-            emit({"type": "error", "key": e["key"], "message": "%s: %s" % (type(exc).__name__, exc)})
-    keys = list(runners)
+            emit({"type": "error", "key": key, "message": "%s: %s" % (type(exc).__name__, exc)})
+        else:
+            runners[key] = runner
+    return runners, errors, parallel
+
+
+def process_affinity():
+    """The cores any thread of this process may run on (the union over its threads), or None where unknown."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = set()
+    try:
+        for t in os.listdir("/proc/self/task"):
+            try:
+                cores |= os.sched_getaffinity(int(t))
+            except OSError:
+                pass
+    except OSError:
+        cores = os.sched_getaffinity(0)
+    return sorted(cores)
+
+
+def set_affinity_self(cores):
+    try:
+        os.sched_setaffinity(0, set(cores))
+    except OSError:
+        pass
+
+
+def warm_up(runners, n, seconds, timer=time.perf_counter):
+    """Every runner n times, in rounds, and more rounds until ``seconds`` have passed; the seconds it took."""
+    t0, rounds = timer(), 0
+    while runners and (rounds < n or timer() - t0 < seconds):
+        for k in runners:
+            runners[k]()
+        rounds += 1
+    return timer() - t0
+
+
+def hold(manifest, base_dir, threads):
+    """A worker prepared ahead (``manifest["hold"]``, issue 18): start, imports, sessions and all but the last
+    warm-up round run on the cores the measurement does not use, while the host's previous worker measures; then
+    ``ready`` and a wait for the host's line on stdin: {"go": true, "keys": [...]} times those entries (a subset of
+    the manifest's), anything else ends the process. Returns (runners, errors, pinned cores, the warm-up rounds
+    still to run), or None when told to stop."""
+    method = manifest.get("method", {})
+    cores, spare = choose_cores(threads, method.get("pin", "auto"))
+    if spare:
+        set_affinity(spare)
+    t = time.perf_counter()
+    runners, errors, warmed = load_runners(manifest, base_dir, spare)
+    SPLIT["prep_s"] = time.perf_counter() - t
+    n = int(method.get("warmup_n", 3))
+    SPLIT["prep_warmup_s"] = warm_up(runners, max(0, n - 1 - warmed), 0.0)
+    emit({"type": "ready", "prep_cores": spare, "entries": len(runners)})
+    try:
+        go = json.loads(sys.stdin.readline() or "null")
+    except ValueError:
+        go = None
+    if not isinstance(go, dict) or not go.get("go"):
+        return None
+    keep = set(go.get("keys") or runners)
+    for k in [k for k in runners if k not in keep]:
+        del runners[k]  # free the sessions this worker will not time
+    pinned = cores if cores is not None and set_affinity(cores) else None
+    return runners, errors, pinned, min(n, 1)
+
+
+def measure(manifest, base_dir, prepared=None, pinned=None):
+    """Warm up and time the manifest's entries on the ``pinned`` cores; ``prepared``: (runners, errors, warm-up
+    rounds) of a held worker."""
+    rt, method = manifest["runtime"], manifest.get("method", {})
+    rng = np.random.RandomState(method.get("seed", 0))
     timer = time.perf_counter
+    t_setup = timer()
+    if prepared is None:
+        runners, errors, warmed = load_runners(manifest, base_dir, _ALLOWED if pinned else None, pinned)
+        warmup_n = max(0, method.get("warmup_n", 5) - warmed)  # their first call was made while loading
+    else:
+        runners, errors, warmup_n = prepared
+    keys = list(runners)
     SPLIT["setup_s"] = timer() - t_setup
 
     gc.collect()
     gc.disable()  # a collection inside a timed call would be charged to whichever entry ran
     # Warm-up by count and by time: every entry runs warmup_n times, and rounds go on until warmup_s has passed.
-    t0, rounds = timer(), 0
-    while keys and (rounds < method.get("warmup_n", 5) or timer() - t0 < method.get("warmup_s", 1.0)):
-        for k in keys:
-            runners[k]()
-        rounds += 1
-    SPLIT["warmup_s"] = timer() - t0
+    SPLIT["warmup_s"] = warm_up(runners, warmup_n, method.get("warmup_s", 1.0), timer)
 
     samples = dict((k, []) for k in keys)
     if method.get("rounds"):
@@ -482,8 +608,11 @@ def measure_fixed(runners, samples, method, rng, timer):
             last_progress = timer()
             emit({"type": "progress", "round": r + 1, "active": len(keys), "done": 0})
     gc.enable()
+    # the worker's own CI from order statistics: the host pools every worker's samples for the CI it keeps, and a
+    # 1000-resample bootstrap per entry here cost 0.6 s a worker, 10 % of a profile's wall time (issue 18)
+    quick = dict(method, bootstrap=0)
     for k in keys:
-        line = summarize(k, samples[k], method, True)
+        line = summarize(k, samples[k], quick, True)
         line["worker"] = method.get("worker", 0)
         emit(line)
     return len(keys)
@@ -524,16 +653,29 @@ def main(argv):
         emit({"type": "error", "code": "runtime_missing", "package": RUNTIME_PACKAGES.get(name, [name])[0],
               "message": "no package for runtime %r is importable by %s" % (name, sys.executable)})
         return 3
-    pinned = pin_cores(int(rt.get("threads", 1)), manifest.get("method", {}).get("pin", "auto"))
+    base = os.path.dirname(os.path.abspath(argv[0]))
+    prepared = None
+    if manifest.get("hold"):
+        held = hold(manifest, base, int(rt.get("threads", 1)))
+        if held is None:
+            return 0  # the host did not need this worker after all
+        runners, errors, pinned, warmup_n = held
+        prepared = (runners, errors, warmup_n)
+    else:
+        pinned = pin_cores(int(rt.get("threads", 1)), manifest.get("method", {}).get("pin", "auto"))
     emit(fingerprint(name, pinned, rt))
     t0 = time.time()
-    done, errors = measure(manifest, os.path.dirname(os.path.abspath(argv[0])))
+    done, errors = measure(manifest, base, prepared, pinned)
     split = dict((k, round(v, 3)) for k, v in SPLIT.items())
     split["imports_s"] = round(t_main - _T_START, 3)
     emit({"type": "done", "entries": done, "errors": errors, "wall_s": round(time.time() - t0, 3), "split": split,
+          "affinity": process_affinity(),
           "temperatures_c": temperatures(), "freq_mhz": frequencies()})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown: freeing every session one by one took 0.15 s a worker (issue 18)

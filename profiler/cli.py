@@ -67,9 +67,12 @@ def profile_parser() -> argparse.ArgumentParser:
                    "consecutive calls of one entry, first calls dropped (networks read the same both ways within 2 %% "
                    "here, interleaved more repeatably: docs/latency-model.md)")
     p.add_argument("--processes", type=int_range(1), metavar="P", help="worker processes whose samples are "
-                   "pooled, to average out per-process effects (default 20 interleaved, 3 steady; 1 = one adaptive "
+                   "pooled, to average out per-process effects (default 10 interleaved, 3 steady; 1 = one adaptive "
                    "process)")
-    p.add_argument("--rounds", type=int_range(1), help="rounds each worker times (default 40 interleaved, 30 steady)")
+    p.add_argument("--rounds", type=int_range(1), help="rounds each worker times (default 80 interleaved, 30 steady)")
+    p.add_argument("--prepare-ahead", action="store_true", help="start each worker on the other cores while the "
+                   "one before measures (local devices with a spare core): faster, but the measuring worker reads a "
+                   "few %% slow meanwhile on a VM with shared caches; check yours with benchmarks/bench_ahead.py")
     p.add_argument("--space", default="hardcore-mbv3", help="search space (default hardcore-mbv3)")
     p.add_argument("--blocks", metavar="PATTERN", help="measure only the entries whose key matches this glob "
                    "(blocks like 'ir_k3_*@7', pairs 'pair:*'); the LUT is marked partial")
@@ -119,7 +122,7 @@ def run_profile(args) -> int:
     processes = args.processes if args.processes is not None else base.processes
     method = replace(base, target_ci=args.target_ci, budget_s=args.budget, processes=processes,
                      rounds=args.rounds if args.rounds is not None else base.rounds,
-                     max_processes=max(2 * processes, 1))
+                     max_processes=max(2 * processes, 1), prepare_ahead=args.prepare_ahead)
     entries = None if args.check else select_entries(space, method, args.blocks, args.limit)
     if len(devices) > 1 or not devices[0].is_local:
         from .fleet import profile_fleet  # SSH devices
@@ -142,6 +145,9 @@ def run_profile(args) -> int:
               f"{sp['start_s']:.1f}s (imports {sp.get('imports_s', 0):.1f}s), sessions {sp.get('setup_s', 0):.1f}s, "
               f"warm-up {sp.get('warmup_s', 0):.1f}s; host: journal {sp['journal_s']:.1f}s, pooling "
               f"{sp['pool_s']:.1f}s", file=sys.stderr)
+        if sp.get("held"):
+            print(f"  {sp['held']} processes prepared while another measured: sessions {sp.get('prep_s', 0):.1f}s "
+                  f"and warm-up {sp.get('prep_warmup_s', 0):.1f}s on the other cores", file=sys.stderr)
     print(path)
     return 0
 

@@ -19,7 +19,7 @@ class Method:
     burst_warmup: int = 3  # steady: first calls of a burst dropped (caches still hold the previous entry)
     # --
 
-    warmup_n: int = 3  # warm-up rounds, at least (a session's first round read 3.5x, its second 2x, then steady)
+    warmup_n: int = 2  # warm-up rounds, at least (a session's first round read 3.5x, its second 2x, then steady)
     warmup_s: float = 0.0  # seconds of warm-up rounds, at least
     min_n: int = 30  # samples before the first stopping check
     target_ci: float = 0.01  # stop when the 95 % CI half-width of the median <= this fraction of it
@@ -29,13 +29,20 @@ class Method:
     seed: int = 0
     pin: str = "auto"  # cores to pin to: auto (the last ones), none, or a list like "2,3"
     pairs: int = 6  # block pairs measured per boundary shape (for the in-context correction)
-    processes: int = 20  # worker processes, one after another, whose samples are pooled (1: one adaptive process)
-    rounds: int = 40  # rounds each worker times (a burst, or one call, per entry per round)
-    max_processes: int = 40  # more workers, for entries still above target_ci after `processes`
+    # worker processes, one after another, whose samples are pooled (1: one adaptive process). 10 x 80, not 20 x 40:
+    # each process costs ~1.6 s outside timed calls, and on the VM here a worker's common shift is mostly the host's
+    # second-to-second speed (it changes within a worker as much as between workers), which the run's length, not
+    # the number of processes, averages; the per-process part is ~3 % sd (docs/BENCHMARKS.md, issue 18)
+    processes: int = 10
+    rounds: int = 80  # rounds each worker times (a burst, or one call, per entry per round)
+    max_processes: int = 20  # more workers, for entries still above target_ci after `processes`
+    # start each worker on the other cores while the one before measures (issue 18): 12 % of a profile's wall time
+    # saved here, but the measuring worker reads 3-5 % slow while the next one loads (benchmarks/bench_ahead.py)
+    prepare_ahead: bool = False
 
     @classmethod
     def preset(cls, mode: str = "interleaved", **changes) -> "Method":
-        """The defaults of a timing mode: interleaved as the dataclass says (20 workers x 40 rounds: one call per
+        """The defaults of a timing mode: interleaved as the dataclass says (10 workers x 80 rounds: one call per
         sample needs many samples, and processes, to average cache states out); steady: 3 workers x 30 bursts."""
         if mode == "steady":
             changes = dict(dict(warmup_n=1, warmup_s=0.0, processes=3, rounds=30, max_processes=6), **changes)

@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .ahead import Ahead
 from .devices import RUNTIMES, Device
 from .errors import DeviceFailed, NotWritable, RuntimeMissing
 from .journal import Journal, journal_path
@@ -196,6 +197,13 @@ def busy_warning(device: str, fingerprint: dict) -> bool:
     return True
 
 
+def worker_manifest(journal: Journal, runtime: dict, method: Method, spec: dict, worker: int, keys) -> dict:
+    m = dict(asdict(method), worker=worker, seed=method.seed + worker)
+    if method.processes <= 1:
+        del m["rounds"]  # one process: the agent's adaptive stopping rule decides the sample count
+    return {"job": journal.path.stem, "runtime": runtime, "method": m, "entries": [spec[k] for k in keys]}
+
+
 def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: int, method: Method,
             entries: List[Tuple[str, object, Optional[BlockSpec]]], journal: Journal, progress: Progress) -> Dict[str, float]:
     """Export ``entries``, run the agent's workers on what the journal lacks, journal every line as it arrives.
@@ -222,6 +230,8 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
     t1 = time.monotonic()
     warned, note = False, ""
     with transport_factory() as transport:
+        ahead = (Ahead(transport, lambda w, keys: worker_manifest(journal, runtime, method, spec, w, keys), list(spec),
+                       method) if not adaptive and method.prepare_ahead and hasattr(transport, "prepare") else None)
         while True:
             have = usable_by_worker(journal.lines, list(spec), need)  # partial workers set aside
             units = sum(min(len(have.get(k, {})), need) for k in spec)
@@ -243,15 +253,17 @@ def run_job(device: Device, transport_factory: Callable, runtime: dict, batch: i
             else:
                 worker = min(len(have.get(k, {})) for k in todo)
                 todo = [k for k in todo if len(have.get(k, {})) == worker]
-            m = dict(asdict(method), worker=worker, seed=method.seed + worker)
-            if adaptive:
-                del m["rounds"]  # one process: the agent's adaptive stopping rule decides the sample count
-            manifest = {"job": journal.path.stem, "runtime": runtime, "method": m, "entries": [spec[k] for k in todo]}
+            manifest = worker_manifest(journal, runtime, method, spec, worker, todo)
             if not adaptive:
                 journal.append(run_record(worker, todo))  # what this worker times together, to tell it partial
             try:
                 t_start, split["processes"] = time.monotonic(), split["processes"] + 1
-                for msg in transport.run(manifest):
+                if ahead:  # this worker, prepared while the one before measured, and the next one prepared now
+                    lines, held = ahead.start(worker, todo, manifest, have, need)
+                    split["held"] = split.get("held", 0) + held
+                else:
+                    lines = transport.run(manifest)
+                for msg in lines:
                     kind = msg.get("type")
                     if kind == "fingerprint":  # the process is up: start, interpreter, imports, pinning
                         split["start_s"] += time.monotonic() - t_start

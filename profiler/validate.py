@@ -64,15 +64,17 @@ def stale_warning(device: str, lut: Lut, drift: dict) -> str:
 
 
 
-def same_run_lut(lut: Lut, measured: Dict[str, dict]) -> Lut:
+def same_run_lut(lut: Lut, measured: Dict[str, dict], keep_calibration: bool = False) -> Lut:
     """``lut`` with every entry replaced by its re-measurement (``measured``, keyed like the LUT): the table the
-    device would have given in this run. Boundaries are fitted again. A stored calibration is dropped: it maps the
-    stored table's predictions to measurements, and on the table of another run it did not carry over (one run:
-    ratio 1.040 with it, 1.010 without; docs/BENCHMARKS.md)."""
+    device would have given in this run. Boundaries are fitted again. A stored calibration is dropped unless
+    ``keep_calibration``: it maps the stored table's predictions to measurements, and on the table of another run it
+    did not carry over in the one run that tried (ratio 1.040 with it, 1.010 without; docs/BENCHMARKS.md), so the
+    report gives both."""
     data = json.loads(json.dumps({k: v for k, v in lut.data.items() if k != "entries"}))
     # entries not re-measured (blocks no sampled network uses, with --same-run) keep their stored values
     data["entries"] = {k: measured.get(k, v) for k, v in lut.entries.items()}
-    data["calibration"] = None
+    if not keep_calibration:
+        data["calibration"] = None
     new = Lut(data)
     data["boundaries"] = new.fit_boundaries()
     return new
@@ -107,6 +109,10 @@ def same_run_report(lut: Lut, done: Dict[str, dict], parts: Dict[str, List[dict]
                          "ratio": fit["ratio"], "r2": fit["r2"]})
     out.update({"cycles": cycles,
                 "blocks_vs_lut": drift_report(lut, same.entries, blocks), "by_cycle": by_cycle, "predicted_ms": pred})
+    if lut.calibration:  # the stored calibration applied to the same-run table too
+        cal = predictor(same_run_lut(lut, {k: done[lut_key(k)] for k in keys}, keep_calibration=True))
+        fit = metrics([cal(a) for a in archs], meas)
+        out["with_calibration"] = {k: fit[k] for k in ("r2", "ratio", "mape_pct", "within_5_pct", "within_10_pct")}
     return out
 
 
@@ -335,6 +341,8 @@ def run_validate(args) -> int:
               f"alternating with the networks' (no calibration)")
         for k in ("r2", "ratio", "mape_pct", "within_5_pct", "within_10_pct", "kendall_tau", "worst_error_pct"):
             print(f"    {k:<13} {sr[k]:.4f}")
+        if "with_calibration" in sr:
+            print("    with the LUT's calibration: " + ", ".join(f"{k} {v:.4f}" for k, v in sr["with_calibration"].items()))
         print("    by cycle      " + ", ".join(f"blocks {c['blocks_vs_lut']:.3f}x LUT, networks {c['ratio']:.3f}x "
                                                 f"their blocks" for c in sr["by_cycle"]))
     if "calibration" in report:

@@ -200,3 +200,19 @@ def test_cycles_that_leave_one_worker_per_pass_are_refused(lut_path, tmp_path):
     assert r.returncode == 14 and len(r.stderr.strip().splitlines()) == 1  # BadInput
     assert "--cycles 2 leaves 1 worker(s) per pass of the 3" in r.stderr and "--cycles 1 or fewer" in r.stderr
     assert not list(tmp_path.glob("local/*/.journal-validate-*"))
+
+
+def test_same_run_table_keeps_the_stored_calibration_only_when_asked():
+    from profiler.space import random_arch
+    from profiler.validate import predictor, same_run_lut
+
+    root = Path(__file__).resolve().parents[1] / "luts/local/hardcore-mbv3"
+    lut = Lut.load(root / "20261129T223408Z-onnxruntime-t1-b1.json")
+    cal = lut.calibrated(0.9, 0.25, {})
+    moved = {k: dict(v, median_ms=1.1 * v["median_ms"]) for k, v in lut.entries.items()}  # the device 10 % slower
+    plain, kept = predictor(same_run_lut(cal, moved)), predictor(same_run_lut(cal, moved, keep_calibration=True))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a = random_arch(rng, HARDCORE)
+        assert kept(a) == pytest.approx(0.9 * plain(a) + 0.25, rel=1e-9)  # a x prediction + b, on this run's table
+        assert plain(a) == pytest.approx(1.1 * predictor(lut)(a), rel=1e-6)  # boundaries refitted: scale 1.1 too

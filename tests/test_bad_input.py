@@ -348,7 +348,11 @@ def test_ctrl_c_in_search_says_nothing_was_written(tmp_path):
     out = tmp_path / "r.json"
     p = subprocess.Popen([str(BIN / "search"), "--lut", str(LUT), "--target-ms", "3,4,5,6,7,8", "--algo", "bcsfw", "--steps", "100000",
                           "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+                         # a user's shell hands its commands SIGINT at its default; a test suite started as a
+                         # background job of a non-interactive shell (nohup ... &) would pass SIGINT ignored down to
+                         # here, and Python keeps an inherited "ignore" (a fresh-clone run failed so on 2026-11-30)
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(8)  # imports done, searching
     # Pressed again every 3 s (up to 20 times) only as a guard for a slow start under load. The "Ctrl-C lost inside
     # scipy's HiGHS solve" reported on 2026-11-29 did not reproduce: 12 of 12 searches (bcsfw, 6 targets, signalled

@@ -51,8 +51,3 @@ class Ahead:
                 nxt = self.transport.prepare(self.manifest_for(w, keys))
                 self.next, keys = ((w, set(keys), nxt) if nxt is not None else None), []
             yield msg
-
-    def close(self) -> None:
-        if self.next is not None:
-            self.next[2].cancel()
-            self.next = None

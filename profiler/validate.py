@@ -64,17 +64,15 @@ def stale_warning(device: str, lut: Lut, drift: dict) -> str:
 
 
 
-def same_run_lut(lut: Lut, measured: Dict[str, dict], keep_calibration: bool = False) -> Lut:
+def same_run_lut(lut: Lut, measured: Dict[str, dict]) -> Lut:
     """``lut`` with every entry replaced by its re-measurement (``measured``, keyed like the LUT): the table the
-    device would have given in this run. Boundaries are fitted again. A stored calibration is dropped unless
-    ``keep_calibration``: it maps the stored table's predictions to measurements, and on the table of another run it
-    did not carry over in the one run that tried (ratio 1.040 with it, 1.010 without; docs/BENCHMARKS.md), so the
-    report gives both."""
+    device would have given in this run. Boundaries are fitted again. A stored calibration is carried along; predict
+    with ``predictor(table, calibrated=False)`` to leave it out: it maps the stored table's predictions to
+    measurements, and on the table of another run it has not carried over (ratio 1.040 with it, 1.010 without in one
+    run; 1.074 and 1.137 against 0.968 and 1.027 in two more: docs/BENCHMARKS.md), so the report gives both."""
     data = json.loads(json.dumps({k: v for k, v in lut.data.items() if k != "entries"}))
     # entries not re-measured (blocks no sampled network uses, with --same-run) keep their stored values
     data["entries"] = {k: measured.get(k, v) for k, v in lut.entries.items()}
-    if not keep_calibration:
-        data["calibration"] = None
     new = Lut(data)
     data["boundaries"] = new.fit_boundaries()
     return new
@@ -96,21 +94,21 @@ def same_run_report(lut: Lut, done: Dict[str, dict], parts: Dict[str, List[dict]
     keys = [k for k in lut.entries if lut_key(k) in done]  # all of them (--cycles), or those in use (--same-run)
     blocks = [k for k in keys if not is_pair(k)]
     same = same_run_lut(lut, {k: done[lut_key(k)] for k in keys})
-    predict = predictor(same)
+    predict = predictor(same, calibrated=False)
     pred = [predict(a) for a in archs]
     out = metrics(pred, meas)
     out["worst_arch"] = str(archs[out.pop("worst_index")])
     by_cycle = []
     for c in range(cycles):
         table = same_run_lut(lut, {k: parts[lut_key(k)][c] for k in keys})
-        predict_c = predictor(table)
+        predict_c = predictor(table, calibrated=False)
         fit = metrics([predict_c(a) for a in archs], [parts[net_key(a)][c]["median_ms"] for a in archs])
         by_cycle.append({"blocks_vs_lut": drift_report(lut, table.entries, blocks)["ratio"],
                          "ratio": fit["ratio"], "r2": fit["r2"]})
     out.update({"cycles": cycles,
                 "blocks_vs_lut": drift_report(lut, same.entries, blocks), "by_cycle": by_cycle, "predicted_ms": pred})
     if lut.calibration:  # the stored calibration applied to the same-run table too
-        cal = predictor(same_run_lut(lut, {k: done[lut_key(k)] for k in keys}, keep_calibration=True))
+        cal = predictor(same)
         fit = metrics([cal(a) for a in archs], meas)
         out["with_calibration"] = {k: fit[k] for k in ("r2", "ratio", "mape_pct", "within_5_pct", "within_10_pct")}
     return out

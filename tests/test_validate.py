@@ -202,7 +202,7 @@ def test_cycles_that_leave_one_worker_per_pass_are_refused(lut_path, tmp_path):
     assert not list(tmp_path.glob("local/*/.journal-validate-*"))
 
 
-def test_same_run_table_keeps_the_stored_calibration_only_when_asked():
+def test_same_run_table_carries_the_stored_calibration_applied_only_when_asked():
     from profiler.space import random_arch
     from profiler.validate import predictor, same_run_lut
 
@@ -210,7 +210,8 @@ def test_same_run_table_keeps_the_stored_calibration_only_when_asked():
     lut = Lut.load(root / "20261129T223408Z-onnxruntime-t1-b1.json")
     cal = lut.calibrated(0.9, 0.25, {})
     moved = {k: dict(v, median_ms=1.1 * v["median_ms"]) for k, v in lut.entries.items()}  # the device 10 % slower
-    plain, kept = predictor(same_run_lut(cal, moved)), predictor(same_run_lut(cal, moved, keep_calibration=True))
+    table = same_run_lut(cal, moved)
+    plain, kept = predictor(table, calibrated=False), predictor(table)
     rng = np.random.default_rng(0)
     for _ in range(5):
         a = random_arch(rng, HARDCORE)

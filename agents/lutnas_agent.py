@@ -408,14 +408,18 @@ def choose_cores(threads, spec):
     return cores, [c for c in allowed if c not in cores]
 
 
+def thread_ids():
+    """This process's thread ids (Linux), or [0] (the calling thread) where /proc cannot list them."""
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
 def set_affinity(cores):
     """Move every thread of this process (a runtime's pool made before too) onto ``cores``; False if refused."""
     try:
-        tasks = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        tasks = [0]
-    try:
-        for t in tasks:
+        for t in thread_ids():
             try:
                 os.sched_setaffinity(t, set(cores))
             except ProcessLookupError:  # a thread that ended meanwhile
@@ -478,15 +482,12 @@ def process_affinity():
     if not hasattr(os, "sched_getaffinity"):
         return None
     cores = set()
-    try:
-        for t in os.listdir("/proc/self/task"):
-            try:
-                cores |= os.sched_getaffinity(int(t))
-            except OSError:
-                pass
-    except OSError:
-        cores = os.sched_getaffinity(0)
-    return sorted(cores)
+    for t in thread_ids():
+        try:
+            cores |= os.sched_getaffinity(t)
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return sorted(cores or os.sched_getaffinity(0))
 
 
 def set_affinity_self(cores):
@@ -592,6 +593,23 @@ def measure(manifest, base_dir, prepared=None, pinned=None):
     return done, errors
 
 
+def round_order(keys, method):
+    """A function (rng, round) -> the order of that round's calls (indices into ``keys``): a fresh random
+    permutation; or with ``method["phases"]`` = k >= 1, one kind of entry after the other (the key's prefix before
+    ':', in order of first appearance), each kind in a fresh random order, and the first kind only every k-th round.
+    ``validate`` times the networks' blocks that way in the networks' own workers: both read the host's speed of the
+    same seconds, a block still follows blocks, and the blocks take fewer samples than the networks."""
+    every = int(method.get("phases") or 0)
+    if not every:
+        return lambda rng, r=0: rng.permutation(len(keys)).tolist()
+    groups = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k.split(":", 1)[0] if ":" in k else "", []).append(i)
+    groups = list(groups.values())
+    return lambda rng, r=0: [g[j] for g in (groups if r % every == 0 else groups[1:])
+                             for j in rng.permutation(len(g)).tolist()]
+
+
 def measure_fixed(runners, samples, method, rng, timer):
     """One worker of a multi-process measurement: a fixed number of rounds, then every entry at once.
 
@@ -600,6 +618,7 @@ def measure_fixed(runners, samples, method, rng, timer):
     average that out (pyperf's reason for spawning many).
     """
     keys = list(runners)
+    order = round_order(keys, method)
     last_progress = timer()
     # one plain call per sample (interleaved, a runner timed from here): the least Python between two calls, which
     # runs with caches the call has just filled (timed() took ~25 us a call that way, 0.3 s a worker; issue 18)
@@ -607,13 +626,13 @@ def measure_fixed(runners, samples, method, rng, timer):
     calls, lists = [runners[k] for k in keys], [samples[k] for k in keys]
     for r in range(int(method["rounds"])):
         if plain:
-            for i in rng.permutation(len(keys)).tolist():
+            for i in order(rng, r):
                 call = calls[i]
                 t = timer()
                 call()
                 lists[i].append(timer() - t)
         else:
-            for i in rng.permutation(len(keys)):
+            for i in order(rng, r):
                 samples[keys[i]].append(timed(runners[keys[i]], timer, method)[0])
         if timer() - last_progress > 1.0:
             last_progress = timer()

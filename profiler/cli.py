@@ -188,10 +188,10 @@ def validate_parser() -> argparse.ArgumentParser:
                    "prediction from that same-run table: the latency model's error with the device's state held "
                    "fixed, apart from how far the device moved since profiling (default 0: off)")
     p.add_argument("--same-run", type=int_range(0), default=2, metavar="N", help="re-measure the LUT entries the sampled "
-                   "networks use (their blocks, and the boundary pairs) in N passes alternating with N passes of the "
-                   "networks, and report the prediction from that same-run table beside the stored LUT's: model "
-                   "error apart from device drift (default 2; 0: off, the stored LUT's prediction only; --cycles "
-                   "re-measures the whole table instead)")
+                   "networks use (their blocks, and the boundary pairs) in the networks' own workers, each round the "
+                   "blocks then the networks, in N passes, and report the prediction from that same-run table beside "
+                   "the stored LUT's: model error apart from device drift (default 2; 0: off, the stored LUT's "
+                   "prediction only; --cycles re-measures the whole table in passes of its own instead)")
     p.add_argument("--drift", action="store_true", help="only re-measure the anchor blocks and print the device's "
                    "speed relative to the LUT (warns when off by more than 5 %%)")
     return p

@@ -39,6 +39,10 @@ class Method:
     # start each worker on the other cores while the one before measures (issue 18): 12 % of a profile's wall time
     # saved here, but the measuring worker reads 3-5 % slow while the next one loads (benchmarks/bench_ahead.py)
     prepare_ahead: bool = False
+    # validate's same-run table (issue 18), k >= 1: each round times one kind of entry after the other (blocks, then
+    # networks), each in a fresh random order, in the same worker, and the blocks only every k-th round: blocks and
+    # networks read the host's speed of the same seconds (the agent's round_order); 0: all entries in one order
+    phases: int = 0
 
     @classmethod
     def preset(cls, mode: str = "interleaved", **changes) -> "Method":

@@ -45,6 +45,15 @@ def zero_nodes(codes: np.ndarray) -> np.ndarray:
     return out.astype(int)
 
 
+def folds_into_conv(as_conv, zero_skip, seen, first_conv, first_zero):
+    """Whether the addition of a node's next input (``seen`` inputs summed before it) runs inside a conv (ONNX
+    Runtime's conv-with-sum), for arrays of cells or one cell (numpy bools): the input is a conv's output, unless the
+    sum so far is a zero node passed on by a skip; or it is the second input and the first was a conv, unless this
+    one is such a zero skip (a plain-layout tensor the blocked conv cannot take as its sum)."""
+    second = np.equal(seen, 1)
+    return (as_conv & ~(second & first_zero)) | (second & first_conv & ~zero_skip)
+
+
 def node_sums(codes: np.ndarray) -> np.ndarray:
     """(n,) additions of a cell's node sums that run as adds of their own: node i sums its ``used_edges`` inputs in
     edge order, and an addition with a conv's output is folded into that conv (ONNX Runtime's conv-with-sum: the
@@ -73,7 +82,7 @@ def node_sums(codes: np.ndarray) -> np.ndarray:
             on = run[..., e]
             j = EDGES[e][0]
             zero_skip = (codes[..., e] == SKIP) & empty[j] if j else np.zeros(codes.shape[:-1], bool)
-            folded = (conv[..., e] & ~((seen == 1) & first_zero)) | ((seen == 1) & first_conv & ~zero_skip)
+            folded = folds_into_conv(conv[..., e], zero_skip, seen, first_conv, first_zero)
             out += on & (seen >= 1) & ~folded
             first_conv |= on & (seen == 0) & conv[..., e]
             first_zero |= on & (seen == 0) & zero_skip
@@ -132,9 +141,9 @@ def _cell_relus(ops: List[int], on: List[bool], zero_read: bool) -> Tuple[int, i
         else:  # node_sums' folding: the last addition folded into a conv leaves a conv's output
             seen, first_conv, first_zero, folded = 0, False, False, False
             for e in ins:
-                as_conv = conv[e] or (ops[e] == SKIP and single[EDGES[e][0]])
-                zero_skip = ops[e] == SKIP and kind[alias[EDGES[e][0]]] == "zero"
-                folded = (as_conv and not (seen == 1 and first_zero)) or (seen == 1 and first_conv and not zero_skip)
+                as_conv = np.bool_(conv[e] or (ops[e] == SKIP and single[EDGES[e][0]]))
+                zero_skip = np.bool_(ops[e] == SKIP and kind[alias[EDGES[e][0]]] == "zero")
+                folded = bool(folds_into_conv(as_conv, zero_skip, seen, first_conv, first_zero))
                 if seen == 0:
                     first_conv, first_zero = as_conv, zero_skip
                 seen += 1

@@ -264,3 +264,23 @@ def test_steady_bursts_read_warm_calls_and_interleaved_cold_ones(tmp_path):
     steady = lines["steady"][-1]["split"]  # 5 of 8 calls kept: about 5/8 of the timed seconds
     assert 0.4 < steady["kept_s"] / steady["timed_s"] < 0.8
     assert lines["interleaved"][-1]["split"]["kept_s"] == pytest.approx(lines["interleaved"][-1]["split"]["timed_s"])
+
+
+def test_phased_rounds_time_each_kind_of_entry_after_the_other_in_a_fresh_order():
+    """validate's same-run table (Method.phases): blocks then networks, each kind shuffled, blocks every k-th round."""
+    from agents.lutnas_agent import round_order
+
+    keys = ["lut:a", "net:x", "lut:b", "lut:c", "net:y", "lut:d"]
+    rng = np.random.RandomState(0)
+    order = round_order(keys, {"phases": 3})
+    phased = [order(rng, r) for r in range(30)]
+    for r, o in enumerate(phased):
+        if r % 3 == 0:  # the first kind (the blocks) every 3rd round, always before the second
+            assert sorted(o) == list(range(len(keys)))
+            assert [keys[i].split(":")[0] for i in o] == ["lut"] * 4 + ["net"] * 2
+        else:
+            assert sorted(o) == [1, 4]
+    assert len({tuple(o) for o in phased[::3]}) > 5  # a fresh order within each kind, round after round
+    plain = [round_order(keys, {})(rng, r) for r in range(30)]
+    assert all(sorted(o) == list(range(len(keys))) for o in plain)
+    assert any(keys[o[0]].startswith("net:") for o in plain)  # without phases the kinds mix

@@ -95,6 +95,9 @@ def test_metrics_and_calibration_on_known_data():
     assert rep["ratio"] < 0.98 and rep["kendall_tau"] > 0.95
     cal = fit_calibration(p, m)
     assert cal["a"] == pytest.approx(0.95, abs=0.01) and cal["improves"]
+    # judged on a held-out half, kept as fitted on all the networks
+    assert (cal["a"], cal["b"]) == pytest.approx(tuple(np.polyfit(p, m, 1)))
+    assert cal["judged"]["fit_on"] == cal["held_out"] == 20 and cal["fit_on"] == 40
     assert cal["held_out_after"]["mape_pct"] < cal["held_out_before"]["mape_pct"]
     exact = metrics(p, p)
     assert exact["r2"] == 1.0 and exact["within_5_pct"] == 100.0

@@ -135,5 +135,7 @@ def test_verify_on_the_local_device_measures_each_found_network(tmp_path):
         assert x["meets_target_measured"] is (x["measured_ms"] - x["measured_ci95_ms"] <= x["target_ms"])
     assert res[1]["measured_ms"] > res[0]["measured_ms"]
     # the device's speed against the LUT's, from anchor blocks measured in the same run (one figure for the run)
-    assert res[0]["device_vs_lut"] == res[1]["device_vs_lut"] and 0.3 < res[0]["device_vs_lut"] < 3
+    # loose: it catches unit or key mix-ups (1000x), not the host; this LUT is from 2026-11-22, and on 11-30 a full
+    # profile of the same VM type read its anchor blocks 2.2-3.2x (a CI run here: 3.44x)
+    assert res[0]["device_vs_lut"] == res[1]["device_vs_lut"] and 0.1 < res[0]["device_vs_lut"] < 10
     assert not list((tmp_path / "luts").rglob(".journal-verify-*"))

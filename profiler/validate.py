@@ -67,9 +67,10 @@ def stale_warning(device: str, lut: Lut, drift: dict) -> str:
 def same_run_lut(lut: Lut, measured: Dict[str, dict]) -> Lut:
     """``lut`` with every entry replaced by its re-measurement (``measured``, keyed like the LUT): the table the
     device would have given in this run. Boundaries are fitted again. A stored calibration is carried along; predict
-    with ``predictor(table, calibrated=False)`` to leave it out: it maps the stored table's predictions to
-    measurements, and on the table of another run it has not carried over (ratio 1.040 with it, 1.010 without in one
-    run; 1.074 and 1.137 against 0.968 and 1.027 in two more: docs/BENCHMARKS.md), so the report gives both."""
+    with ``predictor(table, calibrated=False)`` to leave it out. One fitted on a stored table's predictions holds that
+    table's drift and did not carry over to another run's table (ratio 1.074 and 1.137 against 0.968 and 1.027); one
+    fitted on a same-run table, as ``--calibrate`` now does, did (ratio 0.999-1.003 against 0.986-0.990 in three
+    runs; docs/BENCHMARKS.md, issue 18), so the report gives both."""
     data = json.loads(json.dumps({k: v for k, v in lut.data.items() if k != "entries"}))
     # entries not re-measured (blocks no sampled network uses, with --same-run) keep their stored values
     data["entries"] = {k: measured.get(k, v) for k, v in lut.entries.items()}

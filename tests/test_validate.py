@@ -164,18 +164,25 @@ def test_processes_and_rounds_set_each_networks_samples(lut_path, tmp_path):
     assert bad.returncode == 2 and "--processes" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_cycles_predict_from_the_lut_re_measured_beside_the_networks(lut_path, tmp_path):
-    """--cycles 2: the LUT's entries are re-measured in two passes alternating with the networks', and the networks
-    are predicted from that table too. Given a LUT whose numbers are all halved (a device that moved 2x since),
-    the stored prediction is off by about 2x, the same-run one is not, and the same run sees the 2x in its blocks."""
+def _halved_lut(lut_path, tmp_path):
+    """The fixture's LUT with every number halved (a device that moved 2x since), measured with 4 workers (2 a
+    pass of --cycles 2 or --same-run 2)."""
     data = json.loads(lut_path.read_text())
-    data["method"]["processes"] = 4  # 2 workers per pass
+    data["method"]["processes"] = 4
     for e in data["entries"].values():
         e["median_ms"] /= 2
     for b in data["boundaries"].values():
         b["delta_ms"] /= 2
     halved = tmp_path / "halved.json"
     halved.write_text(json.dumps(data))
+    return halved
+
+
+def test_cycles_predict_from_the_lut_re_measured_beside_the_networks(lut_path, tmp_path):
+    """--cycles 2: the LUT's entries are re-measured in two passes alternating with the networks', and the networks
+    are predicted from that table too. Given a LUT whose numbers are all halved (a device that moved 2x since),
+    the stored prediction is off by about 2x, the same-run one is not, and the same run sees the 2x in its blocks."""
+    halved = _halved_lut(lut_path, tmp_path)
     report = tmp_path / "r.json"
     r = subprocess.run([str(BIN / "validate"), "--lut", str(halved), "--out", str(tmp_path), "--n", "5", "--cycles",
                         "2", "--budget", "0.3", "--json", str(report), "--plot", str(tmp_path / "v.png"), "--quiet"],
@@ -201,14 +208,7 @@ def test_calibration_is_fitted_on_the_same_run_prediction_not_the_drift(lut_path
     """--calibrate fits measured = a * predicted + b on the same-run prediction: the model's own error. Given a LUT
     whose numbers are all halved (a device that moved 2x since), a calibration fitted on the stored prediction would
     hold the 2x; this one, applied to the stored prediction, leaves it off by about 2x."""
-    data = json.loads(lut_path.read_text())
-    data["method"]["processes"] = 4  # 2 workers per same-run pass
-    for e in data["entries"].values():
-        e["median_ms"] /= 2
-    for b in data["boundaries"].values():
-        b["delta_ms"] /= 2
-    halved = tmp_path / "halved.json"
-    halved.write_text(json.dumps(data))
+    halved = _halved_lut(lut_path, tmp_path)
     report = tmp_path / "r.json"
     r = subprocess.run([str(BIN / "validate"), "--lut", str(halved), "--out", str(tmp_path), "--n", "8", "--budget",
                         "0.3", "--calibrate", "--json", str(report), "--quiet"], capture_output=True, text=True,

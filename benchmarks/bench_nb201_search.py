@@ -2,7 +2,7 @@
 
 The player is what ``search --lut TABLE --accuracy CSV --k 200 --seed S [--confidence 0.95]`` does, through the same
 functions: the latency table ``profile import CSV --column C --seed S`` fits (profiler/fit.py: 1,000 training rows,
-its held-out calibration rows for the margin), and the accuracy surrogate fitted on the CIFAR-10 accuracy of K rows
+its training rows' out-of-fold predictions for the margin), and the accuracy surrogate fitted on the CIFAR-10 accuracy of K rows
 drawn with seed S (search/accuracy.py); each searcher runs on them (search/problem.py ``solve``), the targets of one
 device from the tightest up, each warm-started from the previous answer, with or without the confidence margin
 (profiler/conformal.py, with the selection factor the objective's ranking of the calibration networks gives).
@@ -49,6 +49,7 @@ def device_runs(s, dev, model, cal, objective, measured, acc, algos, steps, conf
     """Every searcher at every target of one device, without and with the margin: one row per run."""
     targets = [float(np.percentile(measured, q)) for q in PERCENTILES]
     scores = selection_scores(objective, cal[3])
+    seen = set(np.asarray(cal[3]).tolist())  # the networks whose measurement the margin read
     margins = {t: tightened_target(t, cal[0], cal[1], confidence, scores=scores) for t in targets}
     rows = []
     for algo in algos:
@@ -71,7 +72,8 @@ def device_runs(s, dev, model, cal, objective, measured, acc, algos, steps, conf
                              "returned": bool(r.feasible), "meets": bool(r.feasible and measured[i] <= t),
                              "measured_ms": float(measured[i]), "predicted_ms": float(r.predicted_ms),
                              "acc": float(acc[i]), "best_acc": best, "gap": best - float(acc[i]),
-                             "search_s": time.perf_counter() - t0, "arch": str(r.arch)})
+                             "search_s": time.perf_counter() - t0, "arch": str(r.arch),
+                             "in_calibration": i in seen})
     return rows
 
 
@@ -165,8 +167,10 @@ def print_tables(result: dict) -> None:
               f" | {a['margin']:.3f} | {a['search_s']:.2f} |")
     margin = [r for r in result["runs"] if r["latency"] == "table+margin"]
     if margin:
+        seen = [r for r in margin if r.get("in_calibration")]
         print(f"\nwith the margin, over every (device, target, searcher) run: met {np.mean([r['meets'] for r in margin]):.1%}"
-              f" of {len(margin)}")
+              f" of {len(margin)}; {len(seen)} found a calibration network (its measurement read by the margin)"
+              + (f", met {np.mean([r['meets'] for r in seen]):.1%} of those" if seen else ""))
         print("\n| searcher | percentile | met | gap | gap (met) | margin | selection factor |")
         print("|---|---|---|---|---|---|---|")
         for r in summarize(margin, by="percentile"):

@@ -1,7 +1,8 @@
 """A latency bound that holds on the device: the target tightened by a split-conformal margin.
 
 A table predicts p(a); the device measures m(a). From a calibration set of networks not used to build the table
-(the held-out rows of a fitted table, or the networks of a ``validate --json`` report), the split-conformal
+(a fitted table's training rows, each predicted out of fold by a model fitted without it — the CV+ residuals of
+Barber et al., Ann. Statist. 2021 — or the networks of a ``validate --json`` report), the split-conformal
 quantile q of the ratios m/p — the ⌈(n+1)c⌉-th smallest of n — satisfies P(m ≤ q·p) ≥ c for a new network drawn
 like the calibration ones (Vovk et al., "Algorithmic Learning in a Random World", 2005; Lei et al., JASA 2018). So
 a network with p ≤ T' = T/q meets m ≤ T with probability at least c.
@@ -50,7 +51,7 @@ def calibration_pairs(source: Union[dict, str, Path]) -> Tuple[np.ndarray, np.nd
     cal = (source.get("validation") or {}).get("calibration")
     if cal and "predicted_ms" in cal:
         return np.asarray(cal["predicted_ms"], float), np.asarray(cal["measured_ms"], float), \
-            f"{cal['n']} held-out calibration networks of {source.get('provenance', what)}"
+            f"{cal['n']} calibration networks ({cal.get('source', 'held-out rows')}) of {source.get('provenance', what)}"
     nets = source.get("networks")
     if nets and all("predicted_ms" in r and "measured_ms" in r for r in nets):
         return (np.array([r["predicted_ms"] for r in nets], float), np.array([r["measured_ms"] for r in nets], float),

@@ -3,11 +3,15 @@
 Reads (arch, latency_ms) rows measured elsewhere (one column per device in a shared file), fits the NB201 latency
 model's feature weights (profiler/nb201_model.py) by ridge least squares on a training split, and writes a LUT JSON
 with provenance ("fitted from N networks of FILE, column C"), the split, and the validation report on the held-out
-rows: metrics on the test part and the (predicted, measured) pairs of the calibration part, from which
-profiler/conformal.py derives the confidence margin of ``search --confidence``.
+rows, and the calibration pairs from which profiler/conformal.py derives the confidence margin of
+``search --confidence``.
 
 Split (reproducible from the seed): a permutation of the rows; the first ``train`` rows fit, the rest are held out
-and alternate between calibration (even positions) and test (odd positions).
+and only tested. The calibration pairs are the training rows' out-of-fold predictions: each training network
+predicted by the model the cross-validation fitted without it (the CV+ residuals of Barber et al., "Predictive
+inference with the jackknife+", Ann. Statist. 2021). So the margin reads nothing the table was not fitted from: the
+held-out rows stay a judge, never an input (issue 15). Until 2026-11-30 the calibration pairs were half of the
+held-out rows, 7,313 of the NB201 file's networks that the benchmark also judges by.
 """
 from __future__ import annotations
 
@@ -59,12 +63,12 @@ def read_csv(path: Path, column: str, arch_column: str = "arch") -> Tuple[np.nda
 
 
 def split(n: int, train: int, seed: int) -> Dict[str, np.ndarray]:
-    """Row indices of the train, calibration and test parts (see the module docstring)."""
+    """Row indices of the train and test (held-out) parts (see the module docstring)."""
     if not 10 <= train <= n - 10:
         raise BadInput(f"--train {train}: need at least 10 training rows and 10 held out of {n}")
     perm = np.random.default_rng(seed).permutation(n)
     rest = perm[train:]
-    return {"train": perm[:train], "calibration": rest[0::2], "test": rest[1::2]}
+    return {"train": perm[:train], "test": perm[train:]}
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, pen: np.ndarray) -> np.ndarray:
@@ -94,7 +98,8 @@ def fit_weights(codes: np.ndarray, y: np.ndarray, kinds: Sequence[str] = DEFAULT
     """Ridge weights over ``features(codes, K)``; the feature set K (among ``candidate_kinds(kinds)``) and the ridge
     strengths chosen by ``folds``-fold CV on these rows (terms that do not help held-out error are left out).
 
-    Returns (names, weights with zeros for columns left out, {"kinds", "ridge", "ridge_pair", "cv_rmse_ms"}).
+    Returns (names, weights with zeros for columns left out, {"kinds", "ridge", "ridge_pair", "cv_rmse_ms"}, and
+    "out_of_fold": each row predicted by the chosen model fitted on the other folds).
     """
     fold = np.random.default_rng(seed).permutation(len(y)) % folds
     best = None
@@ -102,20 +107,20 @@ def fit_weights(codes: np.ndarray, y: np.ndarray, kinds: Sequence[str] = DEFAULT
         x, names = features(codes, ks)
         for lam, lam_pair in (g for g in grid if (g[1] is None) == ("pair" not in ks)):
             pen, use = _penalty(names, lam, lam_pair)
-            err = 0.0
+            held = np.empty(len(y))
             for k in range(folds):
                 tr, te = fold != k, fold == k
-                w = _ridge(x[tr][:, use], y[tr], pen)
-                err += float(((x[te][:, use] @ w - y[te]) ** 2).sum())
-            rmse = (err / len(y)) ** 0.5
+                held[te] = x[te][:, use] @ _ridge(x[tr][:, use], y[tr], pen)
+            rmse = float(np.mean((held - y) ** 2)) ** 0.5
             if best is None or rmse < best[0]:
-                best = (rmse, ks, lam, lam_pair)
-    rmse, ks, lam, lam_pair = best
+                best = (rmse, ks, lam, lam_pair, held)
+    rmse, ks, lam, lam_pair, held = best
     x, names = features(codes, ks)
     pen, use = _penalty(names, lam, lam_pair)
     w = np.zeros(len(names))
     w[use] = _ridge(x[:, use], y, pen)
-    return names, w, {"kinds": list(ks), "ridge": lam, "ridge_pair": lam_pair, "cv_rmse_ms": rmse}
+    return names, w, {"kinds": list(ks), "ridge": lam, "ridge_pair": lam_pair, "cv_rmse_ms": rmse,
+                      "out_of_fold": held}
 
 
 def fit_table(csv_path: Path, column: str, train: int = 1000, seed: int = 0,
@@ -127,7 +132,7 @@ def fit_table(csv_path: Path, column: str, train: int = 1000, seed: int = 0,
     codes, y = read_csv(csv_path, column)
     parts = split(len(y), train, seed)
     names, w, ridge = fit_weights(codes[parts["train"]], y[parts["train"]], kinds, seed)
-    kinds = ridge.pop("kinds")
+    kinds, oof = ridge.pop("kinds"), ridge.pop("out_of_fold")
     device = device or column.removesuffix("_ms")
     csv_path = Path(csv_path)
     provenance = f"fitted from {train} networks of {csv_path.name}, column {column}"
@@ -137,8 +142,8 @@ def fit_table(csv_path: Path, column: str, train: int = 1000, seed: int = 0,
     model = CellLatency.from_weights(names, w, kinds, name=f"{device}:latency", info={"provenance": provenance},
                                      floor=floor)
     pred = model.predict_codes(codes)
-    cal = parts["calibration"]
-    test = parts["test"]
+    cal, test = parts["train"], parts["test"]
+    cal_pred = np.maximum(oof, floor)  # as the table itself is floored
     linked = connected(codes[test])
     validation = {
         "train": metrics(pred[parts["train"]], y[parts["train"]]),
@@ -149,7 +154,9 @@ def fit_table(csv_path: Path, column: str, train: int = 1000, seed: int = 0,
         "held_out_disconnected": {"n": int((~linked).sum()),
                                   "measured_ms": [float(y[test][~linked].min()), float(y[test][~linked].max())]
                                   if (~linked).any() else []},
-        "calibration": {"n": int(len(cal)), "predicted_ms": [round(float(v), 6) for v in pred[cal]],
+        # the training rows' out-of-fold predictions (module docstring): the margin reads no held-out row
+        "calibration": {"n": int(len(cal)), "source": "out-of-fold predictions of the training rows (5-fold CV)",
+                        "predicted_ms": [round(float(v), 6) for v in cal_pred],
                         "measured_ms": [round(float(v), 6) for v in y[cal]],
                         # which networks they are (CellArch.index): lets a search rank them by its objective
                         "cells": [CellArch(tuple(c)).index for c in codes[cal]]},
@@ -163,8 +170,8 @@ def fit_table(csv_path: Path, column: str, train: int = 1000, seed: int = 0,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "tool_version": __version__,
         "provenance": provenance,
         "source": {"file": csv_path.name, "sha256_16": digest, "column": column, "rows": int(len(y))},
-        "split": {"seed": seed, "train": int(train), "calibration": int(len(cal)),
-                  "test": int(len(parts["test"])), "rule": "profiler.fit.split"},
+        "split": {"seed": seed, "train": int(train), "test": int(len(test)), "rule": "profiler.fit.split",
+                  "calibration": "out-of-fold on the training rows"},
         "model": {"kinds": list(kinds), "selected_by": "5-fold CV on the training rows", "names": names, "weights": [float(v) for v in w], "floor_ms": floor},
         "entries": {}, "calibration": None, "validation": validation,
     }

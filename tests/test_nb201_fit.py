@@ -177,6 +177,25 @@ def test_selection_factor_covers_the_network_a_search_picks():
     assert tightened_target(5.0, p, m, 0.95, scores=score)["selection_factor"] == 1.0
 
 
+def test_selection_factor_stops_where_lowering_the_bound_no_longer_helps():
+    """A best-liked network predicted below every bound but measured over the target (as the Pixel 3's disconnected
+    cells, predicted at a 0.02 ms floor and measured at 8.9 ms) fails the count at any factor: the factor is then the
+    smallest that reached the best count, not the cap, which left only worse networks under a 7.5x margin."""
+    from profiler.conformal import selection_factor
+
+    rng = np.random.default_rng(1)
+    p = rng.uniform(1.0, 10.0, 2000)
+    m = p * rng.uniform(0.95, 1.05, 2000)
+    score = rng.normal(size=2000)
+    p[0], m[0], score[0] = 0.02, 9.0, 10.0  # under every bound, ranked first, always over the target
+    top = np.argsort(-score)[1:30]
+    m[top[:3]] = 6.0  # three more of the best-liked miss the target unless the bound drops below ~4.5
+    out = selection_factor(5.0, p, m, score, margin=1.05, confidence=0.95, max_factor=4.0)
+    assert out["capped"] and out["met"] == 18 / 19
+    assert 1.0 < out["factor"] < 4.0
+    assert selection_factor(5.0, p, m, score, margin=1.05, confidence=0.95, max_factor=2.0)["factor"] <= out["factor"]
+
+
 def test_calibration_pairs_are_out_of_fold(pi4):
     """The margin's pairs are training rows predicted by models fitted without them (issue 15): they fit worse than
     the final model fits its own training rows, as held-out predictions do, and they are not those predictions."""

@@ -126,3 +126,28 @@ def test_bad_accuracy_input_is_one_line(nb, tmp_path, monkeypatch, capsys, extra
     assert code == 14, err
     assert len(err.strip().splitlines()) == 1 and msg in err and "Traceback" not in err
     assert out == "" and not (tmp_path / "r.json").exists() and not (tmp_path / "state").exists()
+
+
+def test_soft_returns_the_best_drawn_cell_by_its_own_penalised_loss():
+    """On the cell space soft draws cells from its final α and keeps the one of least f + λ·hinge (FBNet's sampling
+    of final architectures): never worse by that loss than the plain argmax, which samples=0 returns."""
+    from profiler.nb201 import NB201, all_op_codes
+    from profiler.nb201_model import CellLatency
+    from search.cell import TableObjective
+    from search.problem import Problem
+    from search.soft import _penalty, soft
+
+    rng = np.random.default_rng(0)
+    codes = all_op_codes()
+    lat = CellLatency("lat", "ms", 1.0 + (codes == 3).sum(1) * 2.0 + (codes == 2).sum(1) + rng.random(len(codes)))
+    obj = TableObjective(rng.random(len(codes)), "synthetic")  # a rugged table: the argmax of α is a poor cell
+    problem = Problem(NB201, [(lat, 8.0)], obj)
+
+    def loss(arch):
+        a, b = arch.one_hot()
+        return obj.value_arch(arch) + _penalty(problem, a, b, 1.0, "hinge", grads=False)[0]
+
+    plain = soft(problem, steps=80, seed=1, samples=0)
+    drawn = soft(problem, steps=80, seed=1)
+    assert "drawn_cells" not in plain.info and drawn.info["drawn_cells"] > 1
+    assert drawn.info["from"] == "drawn" and loss(drawn.arch) < loss(plain.arch)

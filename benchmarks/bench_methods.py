@@ -6,7 +6,9 @@ The same networks are timed by
   (a) an independent plain warm loop (benchmarks/plain_loop.py: each network alone, 1 thread, one pinned core, 20
       warm-up calls, then >= 40 calls over >= 1 s, median) -- the steady state a deployed network sees. One process
       of it reads a network 4-9 % (CV) apart from the next process here, so each pass runs ``--plain-processes`` of
-      them, every one over all networks in its own order, and takes the median per network;
+      them, every one over all networks in its own order, and takes the median per network. With 3 a pass the plain
+      values still moved 4.2 % per network from one run to the next and capped R² near 0.985; with 10 (the default
+      since 2026-11-30, 25 minutes a run) R² was 0.994 (docs/BENCHMARKS.md, issue 18);
   (b) the agent, ``interleaved`` (one call per network per round),
   (c) the agent, ``steady`` (bursts of consecutive calls, first calls dropped),
 and every LUT entry (blocks + boundary pairs) is re-measured in the same run, (d) ``steady`` and (e)
@@ -60,7 +62,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nets", type=int, default=30)
     ap.add_argument("--cycles", type=int, default=3)
-    ap.add_argument("--plain-processes", type=int, default=3, help="plain-loop processes per pass")
+    ap.add_argument("--plain-processes", type=int, default=10, help="plain-loop processes per pass")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--processes", type=int, default=2, help="agent workers per pass")
     ap.add_argument("--steady-rounds", type=int, default=4, help="bursts per worker per pass (steady)")

@@ -67,7 +67,6 @@ def split(n: int, train: int, seed: int) -> Dict[str, np.ndarray]:
     if not 10 <= train <= n - 10:
         raise BadInput(f"--train {train}: need at least 10 training rows and 10 held out of {n}")
     perm = np.random.default_rng(seed).permutation(n)
-    rest = perm[train:]
     return {"train": perm[:train], "test": perm[train:]}
 
 

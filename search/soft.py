@@ -77,8 +77,8 @@ def _best_drawn(problem: Problem, arch, alpha: np.ndarray, samples: int, seed: i
     p = alpha / alpha.sum(1, keepdims=True)
     ops = np.array([rng.choice(p.shape[1], size=samples, p=row) for row in p]).T
     cells = {str(arch): arch}
-    for row in ops:
-        cells.setdefault(str(CellArch(tuple(int(o) for o in row))), CellArch(tuple(int(o) for o in row)))
+    for drawn in (CellArch(tuple(int(o) for o in row)) for row in ops):
+        cells.setdefault(str(drawn), drawn)
 
     def loss(a):
         x, y = a.one_hot()

@@ -255,12 +255,13 @@ class Arch:
         sp = self.space
         if len(self.stages) != sp.n_stages:
             raise ValueError(f"architecture has {len(self.stages)} stages; space {sp.name!r} has {sp.n_stages}")
+        n = len(sp.configs)  # a property that builds the list: once, not per block (a local search makes thousands)
         for s, blocks in enumerate(self.stages):
             if len(blocks) not in sp.depths:
                 raise ValueError(f"stage {s + 1} has depth {len(blocks)}; allowed depths are {sp.depths}")
             for c in blocks:
-                if not 0 <= c < len(sp.configs):
-                    raise ValueError(f"stage {s + 1} has config index {c}; allowed 0..{len(sp.configs) - 1}")
+                if not 0 <= c < n:
+                    raise ValueError(f"stage {s + 1} has config index {c}; allowed 0..{n - 1}")
 
     def __str__(self) -> str:
         cfgs = self.space.configs

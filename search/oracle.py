@@ -35,7 +35,7 @@ gradient is that of F at the smoothed point times (1 − ε) (the chain rule).
 BatchNorm: the searchable blocks and the head use batch statistics (per alternative or config, as in training);
 running statistics are restored after every call, the weights are never changed. With this oracle the searchers
 stop early by default (``patience``, search/stopping.py) and end with a longer local search (``polish_evals``,
-``polish_patience``, polish.py).
+``polish_patience``, ``polish_stall``, polish.py).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ from profiler.space import Arch
 
 from .data import Dataset, load_data
 from .probe import PairedTable
-from .stopping import ORACLE_PATIENCE, POLISH_EVALS, POLISH_PATIENCE
+from .stopping import ORACLE_PATIENCE, POLISH_EVALS, POLISH_PATIENCE, POLISH_STALL
 from .supernet import Supernet, _is_onehot, frozen_bn_stats, make_objective
 
 ESTIMATORS = ("paired", "score", "mixture")
@@ -92,7 +92,7 @@ class SupernetOracle:
         # what the searchers default to with this oracle: bcsfw's direction averaging (the paired table averages
         # already), and a longer local search in the final discrete step (polish.py), whose values are exact
         self.momentum = 0.0 if estimator == "paired" else "decay"
-        self.polish_evals, self.polish_patience = POLISH_EVALS, POLISH_PATIENCE
+        self.polish_evals, self.polish_patience, self.polish_stall = POLISH_EVALS, POLISH_PATIENCE, POLISH_STALL
         self.images, self.paths, self.explore, self.prior = images, paths, explore, prior
         ds: Dataset = load_data(data, net.settings.resolution)
         self.dtype = next(net.parameters()).dtype
@@ -104,6 +104,8 @@ class SupernetOracle:
         sp = net.space
         self.shapes = ((sp.n_stages, sp.max_depth, len(sp.configs)), (sp.n_stages, len(sp.depths)))
         self._stemmed: Optional[torch.Tensor] = None
+        self._modules: Optional[list] = None  # the net's modules and BatchNorms, for _frozen
+        self._bns: list = []
         self.restart()  # the sampled state: draws, pool order, probe table
         self._true: Dict[str, float] = {}
         self._prefix: "OrderedDict[str, torch.Tensor]" = OrderedDict()  # stage configs so far -> pool activations
@@ -216,13 +218,18 @@ class SupernetOracle:
     @contextmanager
     def _frozen(self, train: bool) -> Iterator[None]:
         """BN mode ``train`` (batch statistics) inside; running statistics and the net's mode restored after."""
+        if self._modules is None:  # net.train() walks the module tree at every call: a tenth of a polish's time
+            self._modules = list(self.net.modules())
+            self._bns = [m for m in self._modules if isinstance(m, torch.nn.BatchNorm2d)]
         was = self.net.training
         try:
-            with frozen_bn_stats(self.net):
-                self.net.train(train)
+            with frozen_bn_stats(self.net, self._bns):
+                for m in self._modules:  # what Module.train sets, without Module.__setattr__'s checks
+                    m.__dict__["training"] = train
                 yield
         finally:
-            self.net.train(was)
+            for m in self._modules:
+                m.__dict__["training"] = was
 
     def _mixture(self, a, b, idx):
         a.requires_grad_(True)

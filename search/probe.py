@@ -33,7 +33,8 @@ def group_bn(x: torch.Tensor, bn: nn.BatchNorm2d, ch: int, groups: int) -> torch
                             bn.eps)
     xg = x.unflatten(0, (groups, -1))  # (G, m, C, H, W): a view, whatever the memory format
     mean = xg.mean((1, 3, 4), keepdim=True)
-    var = xg.var((1, 3, 4), unbiased=False, keepdim=True)
+    d = xg - mean  # two passes: Tensor.var over these strided dims ran 4-6x slower (a third of a polish's time)
+    var = (d * d).mean((1, 3, 4), keepdim=True)
     scale = torch.rsqrt(var + bn.eps) * bn.weight[:ch].view(1, 1, -1, 1, 1)
     return torch.addcmul(bn.bias[:ch].view(1, 1, -1, 1, 1) - mean * scale, xg, scale).flatten(0, 1)
 

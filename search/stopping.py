@@ -27,7 +27,9 @@ import numpy as np
 
 # the supernet oracle's defaults for its searchers (search/oracle.py), chosen in docs/BENCHMARKS.md
 ORACLE_PATIENCE = 12  # steps with the argmax unchanged
-POLISH_EVALS, POLISH_PATIENCE = 400, 200  # the final local search: until no move improves (polish.py; 64, 8 else)
+# the final local search (polish.py; 64, 8 and no stall else): until no move improves, its model taken again after
+# POLISH_STALL evaluations in a row without improvement (docs/BENCHMARKS.md, issue 17, 2026-11-30 evening)
+POLISH_EVALS, POLISH_PATIENCE, POLISH_STALL = 500, 200, 20
 
 
 def default_patience(objective, patience: Optional[int] = None) -> int:

@@ -356,9 +356,9 @@ def _is_onehot(t: torch.Tensor) -> bool:
 
 
 @contextmanager
-def frozen_bn_stats(net: nn.Module) -> Iterator[None]:
-    """Restore every BatchNorm's running statistics and momentum on exit (evaluation must not change the net)."""
-    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+def frozen_bn_stats(net: nn.Module, bns: Optional[List[nn.BatchNorm2d]] = None) -> Iterator[None]:
+    """Restore every BatchNorm's running statistics and momentum on exit (``bns``: the net's, if known)."""
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)] if bns is None else bns
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum) for m in bns]
     try:
         yield

@@ -193,3 +193,68 @@ def test_local_search_tries_the_next_neighbourhood_only_at_a_local_optimum():
     assert (best, f, moves) == (3, 3.0, 1) and optimum  # 0 -> 3, 6 worse (9), 4 worse (4.5)
     calls = Calls()
     assert local_search(calls, 0, 5.0, [jump, step], 1, 10)[4] is False  # the cap, not an optimum
+
+
+
+def test_a_stale_model_is_taken_again_after_a_stall_and_only_then():
+    """Issue 17: the model that orders the moves was taken at the start; once the search has moved, ``stall``
+    fruitless evaluations take it again at the best architecture (``refresh``), and the search goes on in the new
+    order. A fresh model is never taken again, and without ``refresh`` nothing changes."""
+    from search.local import local_search
+
+    values = {0: 10.0, 1: 9.0, 9: 1.0}
+
+    class Calls:
+        def __init__(self):
+            self.memo, self.calls = {}, 0
+
+        def value(self, x):
+            self.memo[str(x)] = True
+            self.calls += 1
+            return values.get(x, 20.0)
+
+    def run(**kw):
+        order = [1, 2, 3, 4, 5, 6, 7, 8]  # the model at 0: it ranks the step to 1 first, the jump of 8 last
+        refreshed = []
+
+        def refresh(x):
+            refreshed.append(x)
+            order[:] = [8] + [d for d in order if d != 8]  # the model taken again at x: the jump first
+
+        nb = lambda x: [(0.0, str(x + d), x + d) for d in order]  # noqa: E731
+        out = local_search(Calls(), 0, 10.0, [nb], 100, 6, refresh=refresh if kw.pop("refresh", True) else None,
+                           **kw)
+        return out, refreshed
+
+    (best, f, moves, evals, _), refreshed = run(stall=3)
+    # 0 -> 1; at 1 the stale order tries 2, 3, 4 (3 fruitless), the model is taken again at 1 and 9 comes first;
+    # at 9 the model is stale again: 3 fruitless (17, 10, 11), taken again at 9, 3 more, patience 6 ends it
+    assert (best, f, moves) == (9, 1.0, 2) and refreshed == [1, 9] and evals == 1 + 3 + 1 + 6
+    (best, f, moves, evals, _), refreshed = run(stall=3, refresh=False)
+    assert (best, moves, evals) == (1, 1, 1 + 6) and refreshed == []  # no refresh: the old search, stuck at 1
+    (best, _, _, _, _), refreshed = run(stall=0)
+    assert best == 1 and refreshed == []  # stall 0: never
+
+
+def test_polish_takes_its_model_again_only_for_an_objective_that_asks():
+    """``polish_stall`` comes from the objective (the supernet oracle's 20); analytic objectives keep the old search."""
+    from profiler.space import random_arch
+    from search.polish import polish
+    from search.problem import Problem
+
+    class Stalling:
+        polish_evals, polish_patience, polish_stall = 300, 150, 5
+
+        def __init__(self, obj):
+            self.obj = obj
+
+        def __call__(self, alpha, beta):
+            return self.obj(alpha, beta)
+
+    obj = objective(11, mu=3.0)
+    start = random_arch(np.random.default_rng(1))
+    target = max(SYNTH.predict_arch(start), frac_target(SYNTH, 0.6))
+    for f, relinearised in ((plain(obj), 0), (Stalling(plain(obj)), 1)):
+        arch, info = polish(Problem(HARDCORE, [(SYNTH, target)], f), *start.one_hot(), candidates=[start])
+        assert SYNTH.predict_arch(arch) <= target * (1 + 1e-9)
+        assert (info["polish_relinearised"] > 0) == bool(relinearised), info

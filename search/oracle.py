@@ -104,8 +104,9 @@ class SupernetOracle:
         sp = net.space
         self.shapes = ((sp.n_stages, sp.max_depth, len(sp.configs)), (sp.n_stages, len(sp.depths)))
         self._stemmed: Optional[torch.Tensor] = None
-        self._modules: Optional[list] = None  # the net's modules and BatchNorms, for _frozen
-        self._bns: list = []
+        # _frozen sets these modules' mode directly: net.train() walks the tree at every call (a tenth of a polish)
+        self._modules = list(net.modules())
+        self._bns = [m for m in self._modules if isinstance(m, torch.nn.BatchNorm2d)]
         self.restart()  # the sampled state: draws, pool order, probe table
         self._true: Dict[str, float] = {}
         self._prefix: "OrderedDict[str, torch.Tensor]" = OrderedDict()  # stage configs so far -> pool activations
@@ -218,9 +219,6 @@ class SupernetOracle:
     @contextmanager
     def _frozen(self, train: bool) -> Iterator[None]:
         """BN mode ``train`` (batch statistics) inside; running statistics and the net's mode restored after."""
-        if self._modules is None:  # net.train() walks the module tree at every call: a tenth of a polish's time
-            self._modules = list(self.net.modules())
-            self._bns = [m for m in self._modules if isinstance(m, torch.nn.BatchNorm2d)]
         was = self.net.training
         try:
             with frozen_bn_stats(self.net, self._bns):

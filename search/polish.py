@@ -201,9 +201,9 @@ def polish(problem: Problem, alpha: np.ndarray, beta: np.ndarray, candidates: Se
     model, relins = [c, e], 0
 
     def refresh(arch: Arch) -> None:  # step 4's stall: the model again at the best architecture so far
-        nonlocal relins
+        nonlocal relins, model_at
         model[:] = linear_model(problem, *arch.one_hot(), calls)
-        relins += 1
+        model_at, relins = str(arch), relins + 1
 
     moves = 0
     while True:

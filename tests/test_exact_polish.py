@@ -195,7 +195,6 @@ def test_local_search_tries_the_next_neighbourhood_only_at_a_local_optimum():
     assert local_search(calls, 0, 5.0, [jump, step], 1, 10)[4] is False  # the cap, not an optimum
 
 
-
 def test_a_stale_model_is_taken_again_after_a_stall_and_only_then():
     """Issue 17: the model that orders the moves was taken at the start; once the search has moved, ``stall``
     fruitless evaluations take it again at the best architecture (``refresh``), and the search goes on in the new

@@ -34,6 +34,7 @@ from profiler.conformal import calibration_cells, calibration_pairs, tightened_t
 from profiler.fit import fit_table  # noqa: E402
 from search.accuracy import accuracy_objective, sample_rows  # noqa: E402
 from search.cell import selection_scores  # noqa: E402
+from search.confidence import MEASURED_MARGIN, measured_bound  # noqa: E402
 from search.nb201_surrogate import best_feasible, onehot_pairs_ridge  # noqa: E402
 from search.problem import InfeasibleResultWarning, solve  # noqa: E402
 from tests.nb201_table import load_table  # noqa: E402
@@ -45,7 +46,7 @@ ALGOS = ("exact", "bcsfw", "connas", "dca", "hypernet", "soft")
 CONNAS_GAPS = "0.14-1.08 % (CONNAS on NATS-Bench topology, as reported)"
 
 
-def device_runs(s, dev, model, cal, objective, measured, acc, algos, steps, confidence):
+def device_runs(s, dev, model, cal, objective, measured, acc, algos, steps, confidence, factor):
     """Every searcher at every target of one device, without and with the margin: one row per run."""
     targets = [float(np.percentile(measured, q)) for q in PERCENTILES]
     scores = selection_scores(objective, cal[3])
@@ -56,11 +57,12 @@ def device_runs(s, dev, model, cal, objective, measured, acc, algos, steps, conf
         for mode in ("table", "table+margin"):
             found = []
             for pct, t in zip(PERCENTILES, targets):  # tightest first, as `search` does
-                conf = margins[t] if mode == "table+margin" else None
+                conf = dict(margins[t]) if mode == "table+margin" else None
+                bound = measured_bound(model, cal, conf, factor) if conf else model  # as `search` does
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", InfeasibleResultWarning)  # soft: counted below
-                    r = solve(model, conf["searched_target"] if conf else t, objective, algo=algo, steps=steps,
+                    r = solve(bound, conf["searched_target"] if conf else t, objective, algo=algo, steps=steps,
                               seed=s, warm_start=tuple(found[-1:]))
                 if r.feasible:
                     found.append(r.arch)
@@ -70,7 +72,7 @@ def device_runs(s, dev, model, cal, objective, measured, acc, algos, steps, conf
                              "latency": mode, "margin": conf["margin"] if conf else 1.0,
                              "selection_factor": conf.get("selection_factor", 1.0) if conf else 1.0,
                              "returned": bool(r.feasible), "meets": bool(r.feasible and measured[i] <= t),
-                             "measured_ms": float(measured[i]), "predicted_ms": float(r.predicted_ms),
+                             "measured_ms": float(measured[i]), "predicted_ms": float(model.predict_arch(r.arch)),
                              "acc": float(acc[i]), "best_acc": best, "gap": best - float(acc[i]),
                              "search_s": time.perf_counter() - t0, "arch": str(r.arch),
                              "in_calibration": i in seen})
@@ -119,14 +121,15 @@ def run(args) -> dict:
             data, model = fit_table(csv_path, dev, train=1000, seed=s)  # what `profile import --seed s` writes
             cal = (*calibration_pairs(data), calibration_cells(data))
             runs += device_runs(s, dev, model, cal, objective, cols[dev], acc, args.algos, args.steps,
-                                args.confidence)
+                                args.confidence, args.measured_margin)
             runs += reference_runs(s, dev, {"ensemble": table, "ridge-pairs": ridge}, cols[dev], acc)
             mine = [r for r in runs if r["sampling"] == s and r["device"] == dev and r["latency"] != "measured"]
             print(f"  {dev}: {time.perf_counter() - t1:.0f} s, met {np.mean([r['meets'] for r in mine]):.0%} "
                   f"(margin runs {np.mean([r['meets'] for r in mine if r['latency'] == 'table+margin']):.0%})",
                   flush=True)
     return {"k": args.k, "samplings": args.samplings, "confidence": args.confidence, "surrogate": args.surrogate,
-            "steps": args.steps, "algos": list(args.algos), "devices": list(args.devices), "fits": fits,
+            "measured_margin": args.measured_margin, "steps": args.steps, "algos": list(args.algos),
+            "devices": list(args.devices), "fits": fits,
             "runs": runs, "connas_reported": CONNAS_GAPS}
 
 
@@ -185,6 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=200, help="architectures whose accuracy the surrogate reads")
     ap.add_argument("--samplings", type=int, default=5, help="independent samplings of the K rows (seeds 0..n-1)")
     ap.add_argument("--confidence", type=float, default=0.95)
+    ap.add_argument("--measured-margin", type=float, default=MEASURED_MARGIN, help="search's --measured-margin: a "
+                    "training network is admitted by its measurement x R (0: by prediction, as before 2026-12)")
     ap.add_argument("--steps", type=int, default=300, help="searcher steps (search's default)")
     ap.add_argument("--algos", default=",".join(ALGOS), help="comma-separated searchers")
     ap.add_argument("--devices", default=",".join(DEVICES), help="comma-separated latency columns")

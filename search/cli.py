@@ -133,6 +133,9 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", metavar="REPORT", help="with --confidence: a 'validate --json' report of this "
                    "LUT whose networks give the residuals (default: the LUT's own validation report, as fitted "
                    "tables carry)")
+    p.add_argument("--measured-margin", type=float, metavar="R", help="with --confidence on a fitted NB201 "
+                   "table: a network the table was fitted on is admitted by its measurement x R <= target instead of "
+                   "by prediction (R covers re-measurement drift; default 1.05; 0 predicts every network)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--traceback", action="store_true")
     return p
@@ -164,6 +167,9 @@ def run_search(args) -> int:
     # search has run so that bad input still gets its one error line
     trust = warn_lines(lut)
     latency = lut.latency_model()
+    from search.confidence import calibration, measured_bound, measured_cells, measured_factor, tighten
+
+    cal = calibration(args, lut)  # before any objective is built: bad --confidence input costs no surrogate fit
     constraints = distinct_names([parse_constraint(c, Path(args.luts), space, trust) for c in args.constraint],
                                  args.constraint)
     params, flops = params_model(space), flops_model(space)
@@ -206,9 +212,8 @@ def run_search(args) -> int:
         what = "FLOPs capacity proxy (no --supernet)"
         objective_key = f"flops-capacity-{space.hash}"
     options = algo_options(args, objective_key)
-    from search.confidence import calibration, tighten
-
-    cal = calibration(args, lut)
+    factor = measured_factor(args)
+    measured = measured_cells(cal) if factor else {}
     solved, found, infeasible = [], [], []
     # tightest target first, each warm-started from the tighter ones' answers: a looser budget is never worse
     for t in sorted(targets):
@@ -217,7 +222,8 @@ def run_search(args) -> int:
         if hasattr(objective, "restart"):  # one oracle for the sweep, its sampled state afresh for each target
             objective.restart()
         try:
-            r = solve(latency, conf["searched_target"] if conf else t, objective, algo=args.algo,
+            bound = measured_bound(latency, cal, conf, factor) if conf else latency
+            r = solve(bound, conf["searched_target"] if conf else t, objective, algo=args.algo,
                       constraints=constraints, steps=args.steps, seed=args.seed, warm_start=tuple(found[-1:]),
                       **options)
             if conf:  # what the margin cost: the same search at the untightened target
@@ -242,7 +248,8 @@ def run_search(args) -> int:
         if accuracy is not None:  # the surrogate's prediction for the found cell
             row["predicted_accuracy"] = float(accuracy[r.arch.index])
         if conf:
-            row["confidence"] = conf
+            known = measured.get(r.arch.index) if measured else None  # only NB201 tables name measured cells
+            row["confidence"] = dict(conf, **({"found_measured_ms": known} if known else {}))
         if not r.feasible:
             infeasible.append({"target_ms": t, "reason": f"{args.algo} found no architecture within {t:g} ms (best "
                                f"predicted {row['predicted_ms']:.3f} ms); try --algo bcsfw or a larger target"})
@@ -275,7 +282,9 @@ def run_search(args) -> int:
         print(line, file=sys.stderr, flush=True)
     print(f"{'target':>8} {'predicted':>10} {'measured':>14} {'params':>9} {'MFLOPs':>8} {'acc':>6}  architecture")
     for _, row in results:
-        meas = (f"{row['measured_ms']:.3f}±{row['measured_ci95_ms']:.3f}" if "measured_ms" in row else "-")
+        known = row.get("confidence", {}).get("found_measured_ms")  # a network the table was fitted on
+        meas = (f"{row['measured_ms']:.3f}±{row['measured_ci95_ms']:.3f}" if "measured_ms" in row else
+                f"{known:.3f} (fit)" if known else "-")
         acc = next((f"{row[k]:.3f}" for k in ("accuracy", "predicted_accuracy") if k in row), "-")
         print(f"{row['target_ms']:8.3f} {row['predicted_ms']:10.3f} {meas:>14} {row['params'] / 1e6:8.2f}M "
               f"{row['flops'] / 1e6:8.1f} {acc:>6}  {row['arch']}")
@@ -285,7 +294,11 @@ def run_search(args) -> int:
             print(f"confidence {c['confidence']:g} for {c['target']:g} ms: searched under {c['searched_target']:.3f} ms "
                   f"(margin x{c['margin']:.4f} from {c['calibration_n']} of {c['source']}"
                   + (f", x{c['selection_factor']:.3f} of it for the search's selection" if "selection_factor" in c
-                     else "") + "); objective "
+                     else "") + (f"; {c['measured_admitted']} of the {c['measured_networks']} networks it was "
+                                 f"fitted on admitted by measurement x{c['measured_margin']:g}"
+                                 if "measured_networks" in c else "")
+                  + (f", the found one measured {c['found_measured_ms']:.3f} ms" if "found_measured_ms" in c else "")
+                  + "); objective "
                   f"{c['objective']:.4g} vs {c['objective_without_margin']:.4g} without the margin")
     if args.json:
         atomic_write_json(Path(args.json), {"lut": str(lut.path), "results": [r for _, r in results],

@@ -94,9 +94,55 @@ def test_confidence_and_a_params_bound_on_nb201(nb, tmp_path):
     assert r.returncode == 0, r.stderr
     x = data["results"][0]
     c = x["confidence"]
-    assert c["confidence"] == 0.9 and c["target"] == 20.0 and x["params"] <= 4e5
-    assert x["predicted_ms"] <= c["searched_target"] + 1e-9 < 20.0
-    assert "confidence 0.9 for 20 ms" in r.stdout
+    assert c["confidence"] == 0.9 and c["target"] == 20.0 and x["params"] <= 4e5 and c["searched_target"] < 20.0
+    # the 500 networks the table was fitted on are admitted by their measurement x 1.05, the others by prediction
+    assert c["measured_networks"] == 500 and c["measured_margin"] == 1.05 and 0 < c["measured_admitted"] < 500
+    if "found_measured_ms" in c:
+        assert c["found_measured_ms"] * 1.05 <= 20.0
+    else:
+        assert x["predicted_ms"] <= c["searched_target"] + 1e-9
+    assert "confidence 0.9 for 20 ms" in r.stdout and "networks it was fitted on admitted by measurement" in r.stdout
+
+
+def test_measured_networks_are_admitted_by_their_measurement(nb, tmp_path):
+    """With --confidence, the exact search's answer is the best cell by the surrogate among the networks the table
+    measured (measurement x R <= target) and the others (prediction x margin <= target); --measured-margin 0
+    admits every network by prediction, as before."""
+    from search.accuracy import fit_table
+
+    table, _ = fit_table(nb[0], "cifar10_acc", 120, 0, "small", nb[2])
+    lut = Lut.load(nb[1])
+    pred = lut.latency_model().table
+    cal = lut.data["validation"]["calibration"]
+    cells, ms = np.array(cal["cells"]), np.array(cal["measured_ms"])
+    for factor in ("1.05", "1.5", "0"):
+        r, data = search(nb, tmp_path, "--target-ms", "15", "--algo", "exact", "--confidence", "0.9",
+                         "--measured-margin", factor)
+        assert r.returncode == 0, r.stderr
+        c = data["results"][0]["confidence"]
+        ok = pred * c["margin"] <= 15.0
+        if float(factor):
+            ok[cells] = ms * float(factor) <= 15.0
+            assert c["measured_admitted"] == int(ok[cells].sum()) and c["measured_margin"] == float(factor)
+        else:
+            assert "measured_networks" not in c and "found_measured_ms" not in c
+        assert data["results"][0]["predicted_accuracy"] == pytest.approx(np.max(np.where(ok, table, -np.inf)))
+
+
+def test_measured_bound_replaces_the_measured_cells_entries():
+    """A measured cell the table under-predicts is kept out, one it over-predicts is let in; the rest unchanged."""
+    from profiler.nb201_model import CellLatency
+    from search.confidence import measured_bound, measured_cells
+
+    lat = CellLatency("lat", "ms", np.where(np.arange(15625) == 7, 12.0, 4.0))
+    conf = {"target": 10.0, "margin": 2.0, "searched_target": 5.0}
+    cal = (np.array([4.0, 4.0, 12.0, 4.0]), np.array([11.0, 6.0, 9.0, 7.0]), "test", np.array([3, 5, 7, 5]))
+    assert measured_cells(cal) == {3: 11.0, 5: 7.0, 7: 9.0}  # cell 5 measured twice: the slower counts
+    bound = measured_bound(lat, cal, conf, 1.05)
+    admitted = bound.table <= conf["searched_target"]
+    assert not admitted[3] and admitted[5] and admitted[7] and admitted.sum() == 15625 - 1
+    assert conf["measured_networks"] == 3 and conf["measured_admitted"] == 2
+    assert measured_bound(lat, cal, dict(conf), 0) is lat and measured_bound(lat, cal[:3] + (None,), conf) is lat
 
 
 @pytest.mark.parametrize("extra, msg", [
@@ -105,6 +151,8 @@ def test_confidence_and_a_params_bound_on_nb201(nb, tmp_path):
     (["--accuracy", "{noarch}"], "has no column 'arch' (NB201 arch strings); its columns: index, cifar10_acc"),
     (["--accuracy", "{tmp}/missing.csv"], "missing.csv does not exist"),
     (["--supernet", "{tmp}/x.pt"], "supernets are of the HardCoRe space"),
+    (["--measured-margin", "1.1"], "--measured-margin is used with --confidence C"),
+    (["--confidence", "0.9", "--measured-margin", "0.5"], "--measured-margin 0.5: give a factor of at least 1"),
     (["--accuracy", "{noarch}", "--lut", "{hardcore}"], "is a hardcore-mbv3 LUT; an accuracy table is for NB201"),
 ])
 def test_bad_accuracy_input_is_one_line(nb, tmp_path, monkeypatch, capsys, extra, msg):

@@ -172,8 +172,17 @@ def print_tables(result: dict) -> None:
     if margin:
         seen = [r for r in margin if r.get("in_calibration")]
         print(f"\nwith the margin, over every (device, target, searcher) run: met {np.mean([r['meets'] for r in margin]):.1%}"
-              f" of {len(margin)}; {len(seen)} found a calibration network (its measurement read by the margin)"
+              f" of {len(margin)}; {len(seen)} found one of the table's training networks, measured (admitted by "
+              f"measurement x {result.get('measured_margin', 0):g} unless 0)"
               + (f", met {np.mean([r['meets'] for r in seen]):.1%} of those" if seen else ""))
+        print("\n| searcher | measured picks | their gap | predicted picks | their met | their gap |\n|---|---|---|---|---|---|")
+        for algo in dict.fromkeys(r["algo"] for r in margin):
+            m = [r for r in margin if r["algo"] == algo and r.get("in_calibration")]
+            p = [r for r in margin if r["algo"] == algo and not r.get("in_calibration")]
+            stat = lambda rs, k: f"{np.mean([r[k] for r in rs]):.2f}" if rs else "-"  # noqa: E731
+            print(f"| {algo} | {len(m)} | {stat(m, 'gap')} | {len(p)} | "
+                  f"{np.mean([r['meets'] for r in p]):.1%} | {stat(p, 'gap')} |" if p else
+                  f"| {algo} | {len(m)} | {stat(m, 'gap')} | 0 | - | - |")
         print("\n| searcher | percentile | met | gap | gap (met) | margin | selection factor |")
         print("|---|---|---|---|---|---|---|")
         for r in summarize(margin, by="percentile"):

@@ -250,13 +250,18 @@ def test_progress_never_shows_more_done_than_planned():
 
 def test_steady_bursts_read_warm_calls_and_interleaved_cold_ones(tmp_path):
     """Issue 18: the same small blocks timed in steady bursts (first calls of a burst dropped) and interleaved (one
-    call per block per round, caches holding another model at every call). Warm calls are the faster: seen 1.1-6x
-    per block here. One sample per burst; the done line splits the time (timed calls include the dropped ones)."""
-    blocks = HARDCORE.unique_blocks()[:4]
-    lines = {mode: run_agent(tmp_path, blocks, rounds=12, mode=mode, burst=8, burst_warmup=3)
-             for mode in ("interleaved", "steady")}
-    med = {mode: sum(x["median_ms"] for x in ls if x["type"] == "entry") for mode, ls in lines.items()}
+    call per block per round, caches holding another model at every call). Warm calls are the faster: 1.1-6x per
+    block on the AMD VM; on the Intel one 2-4 % over 4 blocks, less than the host moved between two runs (a CI run
+    read 0.91x), and 1.07-1.26x per block over 12 blocks. So 12 blocks, in the order interleaved, steady, steady,
+    interleaved: a drift of the host's speed that is linear over the four runs cancels. One sample per burst; the done
+    line splits the time (timed calls include the dropped ones)."""
+    blocks = HARDCORE.unique_blocks()[:12]
+    runs = [(mode, run_agent(tmp_path, blocks, rounds=12, mode=mode, burst=8, burst_warmup=3))
+            for mode in ("interleaved", "steady", "steady", "interleaved")]
+    med = {mode: sum(x["median_ms"] for m, ls in runs if m == mode for x in ls if x["type"] == "entry")
+           for mode in ("interleaved", "steady")}
     assert med["interleaved"] > med["steady"], med
+    lines = dict(runs)  # the last run of each mode
     for mode, ls in lines.items():
         assert all(x["n"] == 12 for x in ls if x["type"] == "entry")
         split = ls[-1]["split"]

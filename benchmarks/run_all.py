@@ -18,6 +18,7 @@ BENCHES = [
     ("bench_searchers.py", [], ["--quick"]),
     ("bench_exact_gap.py", [], ["--quick"]),
     ("bench_nb201_search.py", [], ["--quick"]),
+    ("bench_remeasure.py", [], ["--n", "10", "--wait", "10"]),
 ]
 
 

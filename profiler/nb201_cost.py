@@ -13,7 +13,7 @@ from typing import Tuple
 
 import numpy as np
 
-from .nb201 import CONV1, CONV3, N_EDGES, N_OPS, NB201, Nb201Space, all_op_codes
+from .nb201 import CONV1, CONV3, N_EDGES, N_OPS, NB201, Nb201Space, all_op_codes, live_edges
 from .nb201_model import CellLatency
 
 
@@ -51,3 +51,14 @@ def params_model(space: Nb201Space = NB201) -> CellLatency:
 
 def flops_model(space: Nb201Space = NB201) -> CellLatency:
     return _model(1, "flops", "MAC", space)
+
+
+def live_flops_model(space: Nb201Space = NB201) -> CellLatency:
+    """MACs the output depends on: the fixed parts and the ops on live edges (``nb201.live_edges``). An op whose
+    result never reaches the output counts nothing (a runtime may drop it: the Pi 4 measures such cells at 0.011 ms),
+    so a cell without an input-to-output path has the fixed parts only. ``search``'s capacity proxy on the cell space:
+    counting every module instead made it pick a disconnected cell of 114 M MACs predicted at 0.012 ms."""
+    _, f_macs, theta = op_costs(space)
+    codes = all_op_codes()
+    table = f_macs + (theta[1][np.arange(N_EDGES), codes] * live_edges(codes)).sum(1)
+    return CellLatency("live flops", "MAC", table, space, {"source": "counted on live edges (profiler/nb201_cost.py)"})

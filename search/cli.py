@@ -80,11 +80,13 @@ def capacity_objective(space):
     from profiler.model import flops_model
     from search.exact import LinearObjective
 
-    model = flops_model(space)
-    if is_cell(space):  # a table over the NB201 cells
+    if is_cell(space):  # a table over the NB201 cells: the MACs that reach the output (dead edges count nothing)
+        from profiler.nb201_cost import live_flops_model
         from search.cell import TableObjective
 
-        return TableObjective(-model.table / model.max_value(), "FLOPs capacity proxy")
+        live = live_flops_model(space)
+        return TableObjective(-live.table / live.max_value(), "FLOPs capacity proxy (live edges)")
+    model = flops_model(space)
     return LinearObjective(model, sign=-1.0, scale=model.max_value())
 
 

@@ -75,17 +75,37 @@ def test_exact_is_the_best_surrogate_cell_under_the_bound(nb, tmp_path):
 
 
 def test_without_accuracy_the_flops_proxy_and_export(nb, tmp_path):
-    """No --accuracy: the NB201 search maximises FLOPs under the bound, as the HardCoRe default does; --export writes
-    the found network as ONNX."""
+    """No --accuracy: the NB201 search maximises the FLOPs that reach the output under the bound, as the HardCoRe
+    default maximises FLOPs; --export writes the found network as ONNX. Counting every module instead made it pick a
+    disconnected cell (its convs dead, predicted at the table's floor): never such a cell."""
     from profiler.model import flops_model
+    from profiler.nb201 import connected
+    from profiler.nb201_cost import live_flops_model
 
     out = tmp_path / "r.json"
     r = run("--lut", nb[1], "--target-ms", "15", "--json", out, "--export", tmp_path / "onnx")
     assert r.returncode == 0, r.stderr
     x = json.loads(out.read_text())["results"][0]
-    lat, flops = Lut.load(nb[1]).latency_model(), flops_model(CellArch((0,) * 6).space)
-    assert x["flops"] == np.max(np.where(lat.table <= 15.0, flops.table, -1)) and "FLOPs capacity proxy" in x["objective"]
+    lat, live = Lut.load(nb[1]).latency_model(), live_flops_model()
+    arch = CellArch.parse(x["arch"])
+    assert live.table[arch.index] == np.max(np.where(lat.table <= 15.0, live.table, -1))
+    assert connected(np.array([arch.ops]))[0] and "FLOPs capacity proxy" in x["objective"]
+    assert x["flops"] == flops_model(arch.space).predict_arch(arch) >= live.table[arch.index]  # reported: every module
     assert Path(x["onnx"]).stat().st_size > 10_000
+
+
+def test_live_flops_count_only_edges_the_output_depends_on():
+    from profiler.model import flops_model
+    from profiler.nb201 import CONV3, NONE
+    from profiler.nb201_cost import live_flops_model
+
+    live, every = live_flops_model(), flops_model(CellArch((0,) * 6).space)
+    full = CellArch((CONV3,) * 6)
+    assert live.predict_arch(full) == every.predict_arch(full)  # every edge live
+    dead = CellArch((CONV3, CONV3, CONV3, NONE, NONE, NONE))  # node 3 has no input: nothing reaches the output
+    assert live.predict_arch(dead) == live.predict_arch(CellArch((NONE,) * 6)) < every.predict_arch(dead)
+    one = CellArch((NONE, NONE, NONE, CONV3, NONE, NONE))  # only 3 <- 0, a 3x3 conv
+    assert live.predict_arch(one) == every.predict_arch(one) > live.predict_arch(dead)
 
 
 def test_confidence_and_a_params_bound_on_nb201(nb, tmp_path):

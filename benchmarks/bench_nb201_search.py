@@ -34,7 +34,7 @@ from profiler.conformal import calibration_cells, calibration_pairs, tightened_t
 from profiler.fit import fit_table  # noqa: E402
 from search.accuracy import accuracy_objective, sample_rows  # noqa: E402
 from search.cell import selection_scores  # noqa: E402
-from search.confidence import MEASURED_MARGIN, measured_bound  # noqa: E402
+from search.confidence import MEASURED_MARGIN, measured_bound, measured_cells  # noqa: E402
 from search.nb201_surrogate import best_feasible, onehot_pairs_ridge  # noqa: E402
 from search.problem import InfeasibleResultWarning, solve  # noqa: E402
 from tests.nb201_table import load_table  # noqa: E402
@@ -52,13 +52,14 @@ def device_runs(s, dev, model, cal, objective, measured, acc, algos, steps, conf
     scores = selection_scores(objective, cal[3])
     seen = set(np.asarray(cal[3]).tolist())  # the networks whose measurement the margin read
     margins = {t: tightened_target(t, cal[0], cal[1], confidence, scores=scores) for t in targets}
+    known = measured_cells(cal) if factor else {}  # the training networks, admitted by measurement x factor
     rows = []
     for algo in algos:
         for mode in ("table", "table+margin"):
             found = []
             for pct, t in zip(PERCENTILES, targets):  # tightest first, as `search` does
                 conf = dict(margins[t]) if mode == "table+margin" else None
-                bound = measured_bound(model, cal, conf, factor) if conf else model  # as `search` does
+                bound = measured_bound(model, known, conf, factor) if conf else model  # as `search` does
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", InfeasibleResultWarning)  # soft: counted below
@@ -179,10 +180,9 @@ def print_tables(result: dict) -> None:
         for algo in dict.fromkeys(r["algo"] for r in margin):
             m = [r for r in margin if r["algo"] == algo and r.get("in_calibration")]
             p = [r for r in margin if r["algo"] == algo and not r.get("in_calibration")]
-            stat = lambda rs, k: f"{np.mean([r[k] for r in rs]):.2f}" if rs else "-"  # noqa: E731
-            print(f"| {algo} | {len(m)} | {stat(m, 'gap')} | {len(p)} | "
-                  f"{np.mean([r['meets'] for r in p]):.1%} | {stat(p, 'gap')} |" if p else
-                  f"| {algo} | {len(m)} | {stat(m, 'gap')} | 0 | - | - |")
+            gap = lambda rs: f"{np.mean([r['gap'] for r in rs]):.2f}" if rs else "-"  # noqa: E731
+            met = f"{np.mean([r['meets'] for r in p]):.1%}" if p else "-"
+            print(f"| {algo} | {len(m)} | {gap(m)} | {len(p)} | {met} | {gap(p)} |")
         print("\n| searcher | percentile | met | gap | gap (met) | margin | selection factor |")
         print("|---|---|---|---|---|---|---|")
         for r in summarize(margin, by="percentile"):

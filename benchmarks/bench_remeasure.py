@@ -31,7 +31,7 @@ from profiler.runner import Method, measure  # noqa: E402
 
 
 def session(dev, runtime, method, archs, tmp: Path, name: str) -> dict:
-    got, journal, timing = measure(dev, runtime, 1, method, network_entries(archs), tmp / f"{name}.jsonl",
+    got, _, timing = measure(dev, runtime, 1, method, network_entries(archs), tmp / f"{name}.jsonl",
                                    label=f"remeasure {name}")
     return {a.key: got[a.key] for a in archs}, timing
 

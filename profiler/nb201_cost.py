@@ -38,11 +38,14 @@ def op_costs(space: Nb201Space = NB201) -> Tuple[float, np.ndarray, np.ndarray]:
     return float(fixed[0]), float(fixed[1]), theta
 
 
-def _model(which: int, name: str, unit: str, space: Nb201Space) -> CellLatency:
+def _model(which: int, name: str, unit: str, space: Nb201Space, live: bool = False) -> CellLatency:
+    """The fixed parts and every edge's op (``live``: only the ops on live edges) of params or MACs."""
     f_params, f_macs, theta = op_costs(space)
     codes = all_op_codes()
-    table = (f_params, f_macs)[which] + theta[which][np.arange(N_EDGES), codes].sum(1)
-    return CellLatency(name, unit, table, space, {"source": "counted (profiler/nb201_cost.py)"})
+    per_edge = theta[which][np.arange(N_EDGES), codes]
+    table = (f_params, f_macs)[which] + (per_edge * live_edges(codes) if live else per_edge).sum(1)
+    return CellLatency(name, unit, table, space, {"source": "counted" + (" on live edges" if live else "")
+                                                  + " (profiler/nb201_cost.py)"})
 
 
 def params_model(space: Nb201Space = NB201) -> CellLatency:
@@ -58,7 +61,4 @@ def live_flops_model(space: Nb201Space = NB201) -> CellLatency:
     result never reaches the output counts nothing (a runtime may drop it: the Pi 4 measures such cells at 0.011 ms),
     so a cell without an input-to-output path has the fixed parts only. ``search``'s capacity proxy on the cell space:
     counting every module instead made it pick a disconnected cell of 114 M MACs predicted at 0.012 ms."""
-    _, f_macs, theta = op_costs(space)
-    codes = all_op_codes()
-    table = f_macs + (theta[1][np.arange(N_EDGES), codes] * live_edges(codes)).sum(1)
-    return CellLatency("live flops", "MAC", table, space, {"source": "counted on live edges (profiler/nb201_cost.py)"})
+    return _model(1, "live flops", "MAC", space, live=True)

@@ -172,6 +172,8 @@ def run_search(args) -> int:
     from search.confidence import calibration, measured_bound, measured_cells, measured_factor, tighten
 
     cal = calibration(args, lut)  # before any objective is built: bad --confidence input costs no surrogate fit
+    factor = measured_factor(args)
+    measured = measured_cells(cal) if factor else {}
     constraints = distinct_names([parse_constraint(c, Path(args.luts), space, trust) for c in args.constraint],
                                  args.constraint)
     params, flops = params_model(space), flops_model(space)
@@ -214,8 +216,6 @@ def run_search(args) -> int:
         what = "FLOPs capacity proxy (no --supernet)"
         objective_key = f"flops-capacity-{space.hash}"
     options = algo_options(args, objective_key)
-    factor = measured_factor(args)
-    measured = measured_cells(cal) if factor else {}
     solved, found, infeasible = [], [], []
     # tightest target first, each warm-started from the tighter ones' answers: a looser budget is never worse
     for t in sorted(targets):
@@ -224,7 +224,7 @@ def run_search(args) -> int:
         if hasattr(objective, "restart"):  # one oracle for the sweep, its sampled state afresh for each target
             objective.restart()
         try:
-            bound = measured_bound(latency, cal, conf, factor) if conf else latency
+            bound = measured_bound(latency, measured, conf, factor) if conf else latency
             r = solve(bound, conf["searched_target"] if conf else t, objective, algo=args.algo,
                       constraints=constraints, steps=args.steps, seed=args.seed, warm_start=tuple(found[-1:]),
                       **options)

@@ -28,7 +28,6 @@ def calibration(args, lut):
 
     if not 0.0 < args.confidence < 1.0:
         raise BadInput(f"--confidence {args.confidence!r}: give a probability between 0 and 1, e.g. 0.95")
-    measured_factor(args)
     try:
         return (*calibration_pairs(args.calibration or lut.data), None if args.calibration else
                 calibration_cells(lut.data))
@@ -73,20 +72,19 @@ def measured_cells(cal) -> dict:
     return out
 
 
-def measured_bound(latency, cal, conf: dict, factor: float = MEASURED_MARGIN):
-    """The latency model to search under ``conf["searched_target"]``: ``latency``, except that each calibration
-    network that names its cell (``cal[3]``) is admitted by its measurement × ``factor`` ≤ the target rather than by
-    its prediction (module docstring). ``latency`` itself when no network is named or ``factor`` is 0.
+def measured_bound(latency, measured: dict, conf: dict, factor: float = MEASURED_MARGIN):
+    """The latency model to search under ``conf["searched_target"]``: ``latency``, except that each network of
+    ``measured`` (``measured_cells``) is admitted by its measurement × ``factor`` ≤ the target rather than by its
+    prediction (module docstring). ``latency`` itself when ``measured`` is empty or ``factor`` is 0.
 
     Adds to ``conf``: "measured_margin" (``factor``), "measured_networks" (how many are named) and
     "measured_admitted" (how many of them meet the target by measurement × ``factor``).
     """
-    seen = measured_cells(cal)
-    if not seen or not factor or not hasattr(latency, "table") or not np.isfinite(conf["margin"]):
+    if not measured or not factor or not hasattr(latency, "table") or not np.isfinite(conf["margin"]):
         return latency
     from profiler.nb201_model import CellLatency
 
-    cells, ms = np.array(list(seen), int), np.array(list(seen.values()), float)
+    cells, ms = np.array(list(measured), int), np.array(list(measured.values()), float)
     table = np.array(latency.table, float)
     table[cells] = ms * factor / conf["margin"]
     conf.update(measured_margin=float(factor), measured_networks=len(cells),

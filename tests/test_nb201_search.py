@@ -158,11 +158,12 @@ def test_measured_bound_replaces_the_measured_cells_entries():
     conf = {"target": 10.0, "margin": 2.0, "searched_target": 5.0}
     cal = (np.array([4.0, 4.0, 12.0, 4.0]), np.array([11.0, 6.0, 9.0, 7.0]), "test", np.array([3, 5, 7, 5]))
     assert measured_cells(cal) == {3: 11.0, 5: 7.0, 7: 9.0}  # cell 5 measured twice: the slower counts
-    bound = measured_bound(lat, cal, conf, 1.05)
+    bound = measured_bound(lat, measured_cells(cal), conf, 1.05)
     admitted = bound.table <= conf["searched_target"]
     assert not admitted[3] and admitted[5] and admitted[7] and admitted.sum() == 15625 - 1
     assert conf["measured_networks"] == 3 and conf["measured_admitted"] == 2
-    assert measured_bound(lat, cal, dict(conf), 0) is lat and measured_bound(lat, cal[:3] + (None,), conf) is lat
+    assert measured_bound(lat, measured_cells(cal), dict(conf), 0) is lat
+    assert measured_cells(cal[:3] + (None,)) == {} and measured_bound(lat, {}, conf) is lat
 
 
 @pytest.mark.parametrize("extra, msg", [
